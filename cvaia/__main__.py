@@ -1,0 +1,61 @@
+"""``python -m cvaia <command>``: the command-line entry point.
+
+Each command lives in ``cvaia/commands/<name>.py`` and defines ``configure(parser)`` and
+``run(args) -> int``; they are imported only when used so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command name → one-line help. The module is ``cvaia.commands.<name>``.
+COMMANDS = {
+    "synth": "generate a synthetic street-scene data set in the miniscapes layout",
+    "train": "train a model (course flags), evaluating each epoch, into the run store",
+    "predict": "write submission-format predictions of a finished run for a split",
+    "score": "grade a predictions folder against a split's ground truth (course grader)",
+    "params": "print the per-module parameter table of a model configuration",
+    "bench": "training throughput and memory: reference path vs fast path",
+    "workbook": "execute the notebooks with papermill and export every figure (the main job)",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cvaia",
+        description="cvaia: multi-task driving perception workbook (segmentation + depth).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+    module = importlib.import_module(f"cvaia.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"python -m cvaia {name}", description=COMMANDS[name])
+    module.configure(parser)
+    args = parser.parse_args(rest)
+    from .config import ConfigError
+
+    try:
+        return int(module.run(args) or 0)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

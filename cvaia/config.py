@@ -1,0 +1,319 @@
+"""One configuration object for everything: CLI flags, papermill parameters and run hashes.
+
+The course template's flag names are kept (``--model_name --tasks --optimizer --optimizer_lr
+--batch_size --num_epochs …``); cvaia's own options follow them. Each field's metadata says:
+
+- ``help``: the flag's help text;
+- ``choices``: allowed values (checked in :meth:`Config.validate`);
+- ``hash``: whether the field changes results (and so the run's identity). Fields such as
+  ``name``, ``log_dir``, ``workers`` or ``quiet`` do not.
+
+Build one with :func:`make_config` (keyword overrides, validated) or from command-line
+arguments with :func:`add_config_arguments` + :func:`config_from_args`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+TASKS = ("semseg", "depth")
+MODEL_NAMES = (
+    "deeplabv3p",
+    "deeplabv3p_multitask",
+    "adaptive_depth",
+    "transformer_multitask",
+    "cross_attention_multitask",
+)
+ENCODER_NAMES = ("resnet18", "resnet34")
+
+
+class ConfigError(ValueError):
+    """A configuration value (flag, papermill parameter or keyword) is unknown or invalid."""
+
+
+def _f(default, help: str, *, choices=None, hash: bool = True, factory=False):  # noqa: A002
+    meta = {"help": help, "choices": choices, "hash": hash}
+    if factory:
+        return field(default_factory=default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class Config:
+    # ---- run bookkeeping (course names) -------------------------------------------------
+    name: str = _f("", "readable run name (default: derived from model and key options)", hash=False)
+    log_dir: str = _f("", "run store directory (default: $CVAIA_RUNS_DIR or <repo>/runs)", hash=False)
+    dataset_root: str = _f("", "miniscapes-format data root (default: data/miniscapes if present, else data/synthetic)")
+
+    # ---- schedule ------------------------------------------------------------------------
+    num_epochs: int = _f(16, "number of training epochs")
+    batch_size: int = _f(4, "training batch size")
+    batch_size_validation: int = _f(8, "validation batch size", hash=False)
+
+    # ---- optimiser -----------------------------------------------------------------------
+    optimizer: str = _f("sgd", "optimizer", choices=("sgd", "adam"))
+    optimizer_lr: float = _f(0.01, "learning rate")
+    optimizer_momentum: float = _f(0.9, "SGD momentum")
+    optimizer_weight_decay: float = _f(1e-4, "weight decay")
+    optimizer_float_16: bool = _f(False, "course flag: fp16 mixed precision (same as --precision fp16)")
+    lr_scheduler: str = _f("poly", "learning-rate schedule", choices=("poly", "constant"))
+    lr_scheduler_power: float = _f(0.9, "power of the poly schedule")
+    grad_clip: float = _f(0.0, "clip the gradient norm to this value (0 = off)")
+
+    # ---- tasks and losses ----------------------------------------------------------------
+    tasks: tuple = _f(TASKS, "tasks to train, comma-separated subset of semseg,depth", choices=TASKS)
+    loss_weight_semseg: float = _f(0.5, "weight of the cross-entropy loss (1 - w)")
+    loss_weight_depth: float = _f(0.5, "weight of the SILog loss (w)")
+    loss_weighting: str = _f("fixed", "task weighting: fixed weights, learned uncertainty (Kendall et al.) or DWA",
+                             choices=("fixed", "uncertainty", "dwa"))
+    silog_lambda: float = _f(0.15, "lambda of the SILog loss")
+
+    # ---- model ---------------------------------------------------------------------------
+    model_name: str = _f("deeplabv3p", "model", choices=MODEL_NAMES)
+    model_encoder_name: str = _f("resnet18", "encoder backbone", choices=ENCODER_NAMES)
+    pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | path to a cvaia checkpoint")
+    encoder_dilation: tuple = _f((False, False, True), "replace_stride_with_dilation for layer2..4, e.g. F,F,T")
+    aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated")
+    decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder")
+    decoder_num_convs: int = _f(2, "number of 3x3 convs after the decoder concat (1-3)")
+    # adaptive depth / transformer options
+    latents_source: str = _f("lowest", "features the adaptive-depth latents come from", choices=("lowest", "decoder", "aspp"))
+    pos_embed: str = _f("none", "learned positional embedding", choices=("none", "query", "input"))
+    transformer_dim: int = _f(256, "transformer width")
+    transformer_reducer: str = _f("linear", "how 512-ch latents are reduced to the transformer width", choices=("linear", "conv"))
+    num_heads: int = _f(4, "attention heads")
+    expansion: int = _f(4, "MLP expansion factor of the transformer blocks")
+    num_transformer_layers: int = _f(2, "number of transformer blocks")
+    dropout: float = _f(0.1, "dropout in attention and MLP")
+    num_bins: int = _f(64, "adaptive depth bins (latent tokens); must be a perfect square")
+    attention_impl: str = _f("fast", "attention path: fast (scaled_dot_product_attention) or explicit softmax(QK^T)V",
+                             choices=("fast", "explicit"))
+    cross_attention_chunk: int = _f(4096, "pixels per chunk in the cross-attention seg head (bounds memory)")
+
+    # ---- augmentation (course names) ------------------------------------------------------
+    aug_input_crop_size: int = _f(256, "training crop size (square)")
+    aug_geom_scale_min: float = _f(1.0, "min random scale")
+    aug_geom_scale_max: float = _f(1.0, "max random scale")
+    aug_geom_tilt_max_deg: float = _f(0.0, "max random rotation in degrees")
+    aug_geom_wiggle_max_ratio: float = _f(0.0, "max random corner displacement (perspective), ratio of size")
+    aug_geom_reflect: bool = _f(False, "random horizontal flips")
+
+    # ---- data amounts and evaluation -----------------------------------------------------
+    max_train_images: int = _f(0, "use only the first N training images (0 = all)")
+    max_val_images: int = _f(0, "use only the first N validation images (0 = all)")
+    tta_flip: bool = _f(False, "test-time horizontal-flip averaging at evaluation")
+
+    # ---- execution (ours) ----------------------------------------------------------------
+    seed: int = _f(0, "random seed")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps", hash=False)
+    precision: str = _f("fp32", "autocast precision on CUDA", choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = _f(False, "channels_last memory format", hash=False)
+    compile: bool = _f(False, "torch.compile the model", hash=False)
+    data_path: str = _f("auto", "auto: preload decoded tensors when they fit, else a DataLoader",
+                        choices=("auto", "preload", "loader"), hash=False)
+    workers: int = _f(2, "DataLoader workers (loader data path)", hash=False)
+    log_every: int = _f(10, "log the training loss every N steps", hash=False)
+    quiet: bool = _f(False, "no progress bars", hash=False)
+
+    # ------------------------------------------------------------------------------------
+    def validate(self) -> "Config":
+        """Check every value; raise :class:`ConfigError` naming the flag and what was expected."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if hints[f.name] is tuple:
+                if not isinstance(value, tuple):
+                    raise ConfigError(f"--{f.name}: expected a tuple, got {value!r}")
+                if choices is not None:
+                    for v in value:
+                        if v not in choices:
+                            raise ConfigError(f"--{f.name}: {v!r} is not one of {', '.join(choices)}")
+            elif choices is not None and value not in choices:
+                raise ConfigError(f"--{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+        positive = ("num_epochs", "batch_size", "batch_size_validation", "aug_input_crop_size",
+                    "transformer_dim", "num_heads", "expansion", "num_bins", "decoder_skip_channels",
+                    "log_every", "cross_attention_chunk")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("max_train_images", "max_val_images", "workers", "num_transformer_layers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}: expected >= 0, got {getattr(self, name)}")
+        if self.optimizer_lr <= 0:
+            raise ConfigError(f"--optimizer_lr: expected > 0, got {self.optimizer_lr}")
+        if not self.tasks:
+            raise ConfigError("--tasks: expected at least one of semseg,depth")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"--tasks: repeated task in {','.join(self.tasks)}")
+        if len(self.encoder_dilation) != 3 or not all(isinstance(b, bool) for b in self.encoder_dilation):
+            raise ConfigError(f"--encoder_dilation: expected three booleans like F,F,T, got {self.encoder_dilation!r}")
+        if not self.aspp_rates or not all(isinstance(r, int) and r > 0 for r in self.aspp_rates):
+            raise ConfigError(f"--aspp_rates: expected positive integers like 3,6,9, got {self.aspp_rates!r}")
+        if not 1 <= self.decoder_num_convs <= 3:
+            raise ConfigError(f"--decoder_num_convs: expected 1, 2 or 3, got {self.decoder_num_convs}")
+        root = int(round(self.num_bins ** 0.5))
+        if root * root != self.num_bins:
+            raise ConfigError(f"--num_bins: expected a perfect square (e.g. 64, 100, 256), got {self.num_bins}")
+        if self.transformer_dim % self.num_heads:
+            raise ConfigError(f"--num_heads: transformer_dim {self.transformer_dim} is not divisible by "
+                              f"num_heads {self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout: expected 0 <= p < 1, got {self.dropout}")
+        for name in ("loss_weight_semseg", "loss_weight_depth"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}: expected >= 0, got {getattr(self, name)}")
+        if self.aug_geom_scale_min <= 0 or self.aug_geom_scale_max < self.aug_geom_scale_min:
+            raise ConfigError("--aug_geom_scale_min/--aug_geom_scale_max: expected 0 < min <= max, got "
+                              f"{self.aug_geom_scale_min}, {self.aug_geom_scale_max}")
+        if self.model_name in ("adaptive_depth",) and self.tasks != ("depth",):
+            raise ConfigError(f"--tasks: model adaptive_depth predicts depth only; use --tasks depth "
+                              f"(got {','.join(self.tasks)})")
+        if self.model_name in ("transformer_multitask", "cross_attention_multitask") and set(self.tasks) != set(TASKS):
+            raise ConfigError(f"--tasks: model {self.model_name} needs both tasks semseg,depth "
+                              f"(got {','.join(self.tasks)})")
+        if self.optimizer_float_16 and self.precision == "fp32":
+            self.precision = "fp16"
+        return self
+
+    # ---- derived -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def hash_dict(self) -> dict[str, Any]:
+        """The fields that change results, for the run hash."""
+        return {f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("hash", True)}
+
+    def config_hash(self, length: int = 10) -> str:
+        """Stable hash of :meth:`hash_dict` (sorted-key JSON, sha1)."""
+        blob = json.dumps(self.hash_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:length]
+
+    def run_label(self) -> str:
+        """Readable prefix of the run directory name."""
+        if self.name:
+            label = self.name
+        else:
+            label = f"{self.model_name}_{'+'.join(self.tasks)}_{self.optimizer}_lr{self.optimizer_lr:g}"
+        return "".join(c if (c.isalnum() or c in "-_.+") else "-" for c in label)
+
+    def replace(self, **overrides) -> "Config":
+        """A validated copy with ``overrides`` applied (values coerced like flags)."""
+        return make_config(self, **overrides)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+# ---- value coercion ------------------------------------------------------------------------
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _parse_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int,)) and value in (0, 1):
+        return bool(value)
+    s = str(value).strip().lower()
+    if s in _TRUE:
+        return True
+    if s in _FALSE:
+        return False
+    raise ConfigError(f"--{name}: expected a boolean (true/false), got {value!r}")
+
+
+def _coerce(name: str, kind, value):
+    """Coerce a flag string / papermill value / python value to the field's type."""
+    try:
+        if kind is bool:
+            return _parse_bool(name, value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError
+                return int(value)
+            return int(str(value).strip())
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if kind is tuple:
+            items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+            if name == "encoder_dilation":
+                return tuple(_parse_bool(name, v) for v in items)
+            if name == "aspp_rates":
+                return tuple(_coerce(name, int, v) for v in items)
+            return tuple(str(v) for v in items)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError):
+        pass
+    expected = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+                tuple: "a comma-separated list"}[kind]
+    raise ConfigError(f"--{name}: expected {expected}, got {value!r}")
+
+
+def make_config(base: Config | None = None, **overrides) -> Config:
+    """Build a validated :class:`Config` from ``base`` (or defaults) and keyword overrides.
+
+    Unknown names raise :class:`ConfigError` listing close matches.
+    """
+    hints = typing.get_type_hints(Config)
+    values = dataclasses.asdict(base) if base is not None else {}
+    for key, value in overrides.items():
+        if key not in hints:
+            import difflib
+
+            close = difflib.get_close_matches(key, FIELD_NAMES, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"unknown config field {key!r}{hint}")
+        values[key] = _coerce(key, hints[key], value)
+    return Config(**values).validate()
+
+
+# ---- argparse ------------------------------------------------------------------------------
+def add_config_arguments(parser: argparse.ArgumentParser, only: typing.Iterable[str] | None = None) -> None:
+    """Add one ``--flag`` per config field (or per field in ``only``), default = unset."""
+    hints = typing.get_type_hints(Config)
+    defaults = Config()
+    wanted = set(only) if only is not None else None
+    group = parser.add_argument_group("configuration (cvaia.config.Config)")
+    for f in fields(Config):
+        if wanted is not None and f.name not in wanted:
+            continue
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kind = hints[f.name]
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR", tuple: "A,B,..."}[kind]
+        choices = f.metadata.get("choices")
+        if choices and kind is str:
+            metavar = "{" + ",".join(choices) + "}"
+        group.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=metavar, type=str,
+                           nargs="?" if kind is bool else None, const="true" if kind is bool else None,
+                           help=f"{f.metadata['help']} (default: {shown})")
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+    """The config given by parsed flags (only flags that were set override ``base``)."""
+    overrides = {name: getattr(args, name) for name in FIELD_NAMES
+                 if getattr(args, name, None) is not None}
+    return make_config(base, **overrides)
+
+
+def config_from_dict(d: dict[str, Any]) -> Config:
+    """Inverse of :meth:`Config.to_dict` (e.g. a stored run's config.json)."""
+    return make_config(None, **d)
