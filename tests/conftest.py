@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny synthetic data set (built once per session) and isolated store dirs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Deterministic and light on the 2-core machine (xdist runs two workers).
+torch.set_num_threads(1)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+TINY = dict(height=64, width=128, n_train=12, n_val=4, n_test=4, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """A miniscapes-format synthetic set: 12 train / 4 val / 4 test images of 64x128."""
+    from cvaia.data.synth import generate
+
+    root = tmp_path_factory.mktemp("tiny_synth") / "synthetic"
+    generate(root, workers=1, **TINY)
+    return root
+
+
+@pytest.fixture()
+def isolated_dirs(tmp_path, monkeypatch):
+    """Point the run store and figure export at a temporary folder."""
+    runs = tmp_path / "runs"
+    figs = tmp_path / "figures"
+    monkeypatch.setenv("CVAIA_RUNS_DIR", str(runs))
+    monkeypatch.setenv("CVAIA_FIGURES_DIR", str(figs))
+    return {"runs": runs, "figures": figs}

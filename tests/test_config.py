@@ -1,0 +1,69 @@
+"""The Config dataclass: coercion, validation, hashing, flags."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cvaia.config import Config, ConfigError, add_config_arguments, config_from_args, make_config
+
+
+def test_defaults_validate_and_hash_is_stable():
+    a, b = make_config(), Config().validate()
+    assert a == b
+    assert a.config_hash() == b.config_hash()
+    assert len(a.config_hash()) == 10
+
+
+def test_hash_ignores_bookkeeping_fields_only():
+    base = make_config()
+    assert base.replace(name="x", workers=0, quiet=True, device="cpu").config_hash() == base.config_hash()
+    assert base.replace(optimizer_lr=1e-3).config_hash() != base.config_hash()
+    assert base.replace(tasks="semseg").config_hash() != base.config_hash()
+
+
+def test_flag_strings_are_coerced():
+    cfg = make_config(tasks="semseg,depth", encoder_dilation="F,F,T", aspp_rates="3,6,9",
+                      aug_geom_reflect="true", num_epochs="3", optimizer_lr="1e-4")
+    assert cfg.tasks == ("semseg", "depth")
+    assert cfg.encoder_dilation == (False, False, True)
+    assert cfg.aspp_rates == (3, 6, 9)
+    assert cfg.aug_geom_reflect is True and cfg.num_epochs == 3 and cfg.optimizer_lr == 1e-4
+
+
+@pytest.mark.parametrize("kw, flag", [
+    (dict(optimizer="rmsprop"), "--optimizer"),
+    (dict(num_epochs="three"), "--num_epochs"),
+    (dict(num_bins=50), "--num_bins"),
+    (dict(transformer_dim=256, num_heads=3), "--num_heads"),
+    (dict(model_name="unet"), "--model_name"),
+    (dict(tasks="semseg,normals"), "--tasks"),
+    (dict(decoder_num_convs=4), "--decoder_num_convs"),
+    (dict(encoder_dilation="F,T"), "--encoder_dilation"),
+    (dict(aug_geom_reflect="maybe"), "--aug_geom_reflect"),
+    (dict(model_name="adaptive_depth", tasks="semseg,depth"), "--tasks"),
+])
+def test_bad_values_name_the_flag(kw, flag):
+    with pytest.raises(ConfigError, match=flag):
+        make_config(**kw)
+
+
+def test_unknown_field_suggests_close_names():
+    with pytest.raises(ConfigError, match="optimizer_lr"):
+        make_config(optimizer_lrr=0.1)
+
+
+def test_argparse_round_trip():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--model_name", "deeplabv3p_multitask", "--batch_size", "8",
+                              "--aug_geom_reflect", "--tasks", "semseg"])
+    cfg = config_from_args(args)
+    assert cfg.model_name == "deeplabv3p_multitask" and cfg.batch_size == 8
+    assert cfg.aug_geom_reflect is True and cfg.tasks == ("semseg",)
+    assert make_config(**cfg.to_dict()) == cfg
+
+
+def test_float16_flag_sets_precision():
+    assert make_config(optimizer_float_16=True).precision == "fp16"
