@@ -1,0 +1,279 @@
+"""Training throughput and peak memory: the course template's path vs cvaia's fast path.
+
+For each model, two *arms* train for a few steps on the same device and data:
+
+``reference`` — as the course template does it: fp32, NCHW, a ``DataLoader`` whose workers
+decode every sample with PIL and apply per-sample torchvision transforms
+(:class:`cvaia.data.reference.ReferenceDataset`), the explicit softmax(QKᵀ/√d)V attention,
+``loss.item()`` after every step.
+
+``fast`` — cvaia's path: decoded uint8 tensors preloaded once (on the GPU when there is one),
+crops/flips/normalisation batched on the device (:class:`cvaia.data.augment.BatchAugment`),
+``F.scaled_dot_product_attention``, and on CUDA bf16 autocast, channels_last, fused Adam;
+no host synchronisation inside the step loop.
+
+Each arm runs in its own subprocess so that its peak memory (CUDA max allocated, or the CPU
+peak RSS of the process and its DataLoader workers) is its own. Results: images/s and peak
+memory per arm and the fast/reference ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_MODELS = ("deeplabv3p", "deeplabv3p_multitask", "adaptive_depth", "transformer_multitask")
+ARMS = ("reference", "fast")
+
+
+@dataclass
+class BenchSettings:
+    """What one benchmark run measures (shared by both arms)."""
+
+    size: int = 128            # square training crop
+    batch_size: int = 8
+    steps: int = 6             # timed steps
+    warmup: int = 2            # untimed steps first (allocator, cudnn autotune, compile)
+    device: str = "auto"
+    workers: int = 2           # reference DataLoader workers
+    compile: bool = False      # torch.compile in the fast arm
+    images: int = 64           # training images in the bench data set
+    dataset_root: str = ""     # default: a synthetic set sized for `size`, built once
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → cuda when available, else cpu."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def bench_config(model_name: str, arm: str, s: BenchSettings, device: str):
+    """The training config of one arm (course defaults; Adam; both tasks the model supports)."""
+    from .config import make_config
+
+    tasks = "depth" if model_name == "adaptive_depth" else "semseg,depth"
+    cuda = device.startswith("cuda")
+    fast = arm == "fast"
+    return make_config(
+        model_name=model_name, tasks=tasks, optimizer="adam", optimizer_lr=1e-4,
+        batch_size=s.batch_size, aug_input_crop_size=s.size, aug_geom_reflect=True,
+        attention_impl="fast" if fast else "explicit",
+        precision="bf16" if (fast and cuda) else "fp32",
+        channels_last=fast and cuda, compile=fast and s.compile, device=device,
+        workers=s.workers, quiet=True,
+    )
+
+
+def bench_dataset(s: BenchSettings) -> Path:
+    """The data set both arms read: ``s.dataset_root`` or a synthetic set sized for the crop."""
+    from . import paths
+
+    if s.dataset_root:
+        return paths.resolve_dataset_root(s.dataset_root)
+    from .data.synth import generate
+
+    h, w = s.size, 2 * s.size
+    root = paths.data_dir() / f"bench_{h}x{w}_{s.images}"
+    generate(root, height=h, width=w, n_train=s.images, n_val=0, n_test=0, seed=1234)
+    return root
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process and its (finished) children, MiB (Linux: KiB units)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _reference_batches(cfg, root: Path, device: str):
+    """Endless batches from a DataLoader of per-sample PIL decoding + transforms."""
+    import torch
+
+    from .data.reference import ReferenceDataset
+
+    ds = ReferenceDataset(root, "train", cfg, train=True)
+    g = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=g,
+        num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+        pin_memory=device.startswith("cuda"))
+    while True:
+        for rgb, semseg, depth in loader:
+            yield (rgb.to(device, non_blocking=True), semseg.to(device, non_blocking=True),
+                   depth.to(device, non_blocking=True))
+
+
+def _fast_batches(cfg, root: Path, device: str):
+    """Endless batches from preloaded uint8 tensors, augmented batched on the device."""
+    import torch
+
+    from .data.augment import BatchAugment
+    from .data.encoding import depth_lut
+    from .data.miniscapes import load_split_tensors
+
+    t = load_split_tensors(root, "train")
+    on_gpu = device.startswith("cuda")
+    rgb = t.rgb.to(device) if on_gpu else t.rgb
+    semseg = t.semseg.to(device) if on_gpu else t.semseg
+    codes = t.depth_codes.to(device) if on_gpu else t.depth_codes
+    lut = torch.from_numpy(depth_lut()).to(device)
+    aug = BatchAugment.from_config(cfg)
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    n, b = rgb.shape[0], cfg.batch_size
+    while True:
+        perm = torch.randperm(n, generator=g, device=device)
+        for i in range(0, n - b + 1, b):
+            idx = perm[i:i + b]
+            x, y, d = aug(rgb[idx].to(device, non_blocking=True), semseg[idx].to(device, non_blocking=True),
+                          lut[codes[idx].to(device, non_blocking=True).long()], generator=g)
+            yield x, y, d
+
+
+def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
+    """Train ``s.warmup + s.steps`` steps of one arm in this process; return its measurements."""
+    import torch
+
+    from .losses import MultiTaskLoss
+    from .models import build_model
+
+    device = resolve_device(s.device)
+    cfg = bench_config(model_name, arm, s, device)
+    torch.manual_seed(cfg.seed)
+    root = bench_dataset(s)
+    model = build_model(cfg).to(device)
+    criterion = MultiTaskLoss.from_config(cfg).to(device)
+    cuda = device.startswith("cuda")
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = list(model.parameters()) + list(criterion.parameters())
+    opt = torch.optim.Adam(params, lr=cfg.optimizer_lr, fused=True if (arm == "fast" and cuda) else None)
+    step_model = torch.compile(model) if cfg.compile else model
+    batches = _fast_batches(cfg, root, device) if arm == "fast" else _reference_batches(cfg, root, device)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    model.train()
+
+    def step():
+        x, y, d = next(batches)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        targets = {"semseg": y, "depth": d}
+        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None and cuda):
+            out = step_model(x)
+            loss, _ = criterion(out, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if arm == "reference":
+            loss.item()  # the template logs every step: a host sync per step
+        return loss
+
+    for _ in range(s.warmup):
+        step()
+    _sync(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(s.steps):
+        last = step()
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    result = {
+        "model": model_name, "arm": arm, "device": device,
+        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "images_per_s": s.steps * s.batch_size / elapsed,
+        "step_ms": 1000 * elapsed / s.steps,
+        "final_loss": float(last.detach()),
+        "size": s.size, "batch_size": s.batch_size, "steps": s.steps,
+        "precision": cfg.precision, "channels_last": cfg.channels_last,
+        "attention": cfg.attention_impl, "threads": torch.get_num_threads(),
+    }
+    if cuda:
+        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["memory_kind"] = "cuda max allocated"
+    else:
+        del batches  # ends DataLoader workers so their peak RSS is counted
+        import gc
+
+        gc.collect()
+        result["peak_memory_mb"] = _peak_rss_mb()
+        result["memory_kind"] = "peak RSS (process + workers)"
+    return result
+
+
+def run_arm_subprocess(model_name: str, arm: str, s: BenchSettings, timeout: float = 1800) -> dict:
+    """:func:`run_arm` in a fresh Python process (isolated peak memory)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+        cmd = [sys.executable, "-m", "cvaia", "bench", "--_arm", arm, "--models", model_name,
+               "--size", str(s.size), "--batch_size", str(s.batch_size), "--steps", str(s.steps),
+               "--warmup", str(s.warmup), "--device", s.device, "--workers", str(s.workers),
+               "--images", str(s.images), "--_out", out.name]
+        if s.compile:
+            cmd.append("--compile")
+        if s.dataset_root:
+            cmd += ["--dataset_root", s.dataset_root]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench arm {arm} of {model_name} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(Path(out.name).read_text())
+
+
+def run_bench(models=BENCH_MODELS, settings: BenchSettings | None = None, isolate: bool = True,
+              log=print) -> list[dict]:
+    """Both arms of each model; returns one row per model with both arms and the ratio."""
+    s = settings or BenchSettings()
+    bench_dataset(s)  # build once, before the arms (not timed)
+    rows = []
+    for name in models:
+        arms = {}
+        for arm in ARMS:
+            arms[arm] = run_arm_subprocess(name, arm, s) if isolate else run_arm(name, arm, s)
+            log(f"  {name:<24} {arm:<9} {arms[arm]['images_per_s']:8.1f} img/s  "
+                f"{arms[arm]['peak_memory_mb']:8.0f} MiB")
+        ref, fast = arms["reference"], arms["fast"]
+        rows.append({
+            "model": name, "device": fast["device_name"], "size": s.size, "batch_size": s.batch_size,
+            "reference_img_s": ref["images_per_s"], "fast_img_s": fast["images_per_s"],
+            "speedup": fast["images_per_s"] / ref["images_per_s"],
+            "reference_peak_mb": ref["peak_memory_mb"], "fast_peak_mb": fast["peak_memory_mb"],
+            "memory_kind": fast["memory_kind"], "arms": arms,
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`run_bench` rows."""
+    head = ("| model | device | crop | batch | reference img/s | fast img/s | fast/ref | "
+            "reference peak MiB | fast peak MiB |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['device']} | {r['size']}² | {r['batch_size']} | "
+                     f"{r['reference_img_s']:.1f} | {r['fast_img_s']:.1f} | {r['speedup']:.2f}× | "
+                     f"{r['reference_peak_mb']:.0f} | {r['fast_peak_mb']:.0f} |")
+    if rows:
+        lines.append(f"\nMemory: {rows[0]['memory_kind']}.")
+    return "\n".join(lines)
+
+
+def default_settings(device: str) -> BenchSettings:
+    """CPU: 128² crops, batch 8; CUDA: the issue's 256² crops, batch 32."""
+    if resolve_device(device).startswith("cuda"):
+        return BenchSettings(size=256, batch_size=32, steps=30, warmup=10, device=device,
+                             workers=8, images=512)
+    return BenchSettings(device=device, workers=min(2, os.cpu_count() or 1))

@@ -1,0 +1,160 @@
+"""AdaBins-style adaptive depth (problem 4): latents → transformer → bins, per-pixel mixture.
+
+Pipeline of :class:`AdaptiveDepth` (``model_name="adaptive_depth"``)::
+
+    encoder (F,F,T) ──► bottleneck 512 ch (stride 16) ─┬─► decoder (no ASPP) ─► 256 ch, stride 4
+                     └► stride-4 skip (64 ch) ─────────┘           │
+                                                                    ├─► query conv 3x3 ─► query map
+    latents source: lowest (bottleneck) | decoder output | own ASPP(512→256)
+        └► [reducer →] LatentsExtractor (√N×√N bilinear, flatten) ─► N tokens
+           └► transformer blocks ─► bin tokens ─► Linear(dim, 1) ─► exp, clamp 0.1..300 ─► bin depths d
+    bin probabilities p = softmax over bins of <query(pixel), token(bin)> / sqrt(dim)
+    depth(pixel) = Σ_bins p · d   (stride 4, then bilinear to the input size)
+
+Bin depths use ``exp`` (like the DeepLab depth head) and are clamped to 0.1..300 m; as a
+convex combination of clamped bins, the per-pixel depth stays in that range too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .aspp import ASPP
+from .attention import LatentsExtractor, TransformerBlock
+from .decoder import DecoderDeepLabV3p
+from .deeplab import DEPTH_RANGE, upsample_to
+from .encoder import ResNetEncoder
+
+LATENT_SOURCES = ("lowest", "decoder", "aspp")
+REDUCERS = ("linear", "conv")
+
+
+class AdaptiveDepthHead(nn.Module):
+    """Bins from latent tokens and a per-pixel softmax over them.
+
+    Sub-modules (each exists only when used):
+
+    - ``query_conv``: 3x3 conv (bias) ``query_ch → query_ch`` giving the query map;
+    - ``query_proj``: 1x1 conv ``query_ch → dim`` (only if ``dim != query_ch``);
+    - ``reducer``: ``latent_ch → dim`` (only if ``latent_ch != dim``) — ``Linear`` on the tokens
+      (``reducer="linear"``) or a 1x1 conv on the feature map before resizing (``"conv"``;
+      mathematically the same map since both are per-pixel affine and bilinear weights sum to
+      1, it only costs more: it runs on every pixel);
+    - ``latents``: :class:`LatentsExtractor` (no parameters);
+    - ``transformer``: ``num_layers`` × :class:`TransformerBlock`;
+    - ``bin_depth``: ``Linear(dim, 1)`` per token, then ``exp`` and clamp to 0.1..300 m.
+
+    ``forward(latent_features, query_features)`` → ``(depth B×1×h×w, bin_probs B×N×h×w,
+    bin_depths B×N)`` at the query features' resolution.
+    """
+
+    table_groups = True  # cvaia.params lists the sub-modules as their own rows
+
+    def __init__(self, latent_ch: int, query_ch: int = 256, dim: int = 256, num_bins: int = 64,
+                 num_layers: int = 2, num_heads: int = 4, expansion: int = 4, dropout: float = 0.1,
+                 pos_embed: str = "none", reducer: str = "linear", attention_impl: str = "fast") -> None:
+        super().__init__()
+        if reducer not in REDUCERS:
+            raise ValueError(f"reducer {reducer!r}: expected one of {', '.join(REDUCERS)}")
+        self.dim, self.num_bins = dim, num_bins
+        self.query_conv = nn.Conv2d(query_ch, query_ch, 3, padding=1, bias=True)
+        self.query_proj = nn.Conv2d(query_ch, dim, 1) if dim != query_ch else None
+        self.reducer_kind = reducer
+        if latent_ch == dim:
+            self.reducer = None
+        elif reducer == "conv":
+            self.reducer = nn.Conv2d(latent_ch, dim, 1)
+        else:
+            self.reducer = nn.Linear(latent_ch, dim)
+        self.latents = LatentsExtractor(num_bins)
+        self.transformer = nn.ModuleList([
+            TransformerBlock(dim, num_heads, expansion, dropout, pos_embed, num_bins, attention_impl)
+            for _ in range(num_layers)])
+        self.bin_depth = nn.Linear(dim, 1)
+
+    def tokens(self, latent_features: Tensor) -> Tensor:
+        """B×C×h×w → the transformed bin tokens B×N×dim."""
+        if self.reducer is not None and self.reducer_kind == "conv":
+            latent_features = self.reducer(latent_features)
+        tokens = self.latents(latent_features)
+        if self.reducer is not None and self.reducer_kind == "linear":
+            tokens = self.reducer(tokens)
+        for block in self.transformer:
+            tokens = block(tokens)
+        return tokens
+
+    def forward(self, latent_features: Tensor, query_features: Tensor):
+        tokens = self.tokens(latent_features)
+        bin_depths = torch.exp(self.bin_depth(tokens).squeeze(-1)).clamp(*DEPTH_RANGE)  # B×N
+        query = self.query_conv(query_features)
+        if self.query_proj is not None:
+            query = self.query_proj(query)
+        similarity = torch.einsum("bnc,bchw->bnhw", tokens, query) / math.sqrt(self.dim)
+        bin_probs = torch.softmax(similarity, dim=1)
+        depth = torch.einsum("bnhw,bn->bhw", bin_probs, bin_depths).unsqueeze(1)
+        return depth, bin_probs, bin_depths
+
+
+def make_depth_branch(encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, latents_source: str,
+                      aspp_rates, dim: int, num_bins: int, num_layers: int, num_heads: int, expansion: int,
+                      dropout: float, pos_embed: str, reducer: str, attention_impl: str):
+    """The adaptive-depth branch's modules: ``(decoder, aspp or None, head)``."""
+    if latents_source not in LATENT_SOURCES:
+        raise ValueError(f"latents_source {latents_source!r}: expected one of {', '.join(LATENT_SOURCES)}")
+    decoder = DecoderDeepLabV3p(encoder.out_channels, encoder.channels[4], 256, skip_channels, num_convs)
+    aspp = ASPP(encoder.out_channels, 256, aspp_rates) if latents_source == "aspp" else None
+    latent_ch = encoder.out_channels if latents_source == "lowest" else 256
+    head = AdaptiveDepthHead(latent_ch, 256, dim, num_bins, num_layers, num_heads, expansion, dropout,
+                             pos_embed, reducer, attention_impl)
+    return decoder, aspp, head
+
+
+def run_depth_branch(feats: dict, output_stride: int, latents_source: str, decoder: nn.Module,
+                     aspp: nn.Module | None, head: AdaptiveDepthHead):
+    """Forward of the adaptive-depth branch on an encoder pyramid → head outputs at stride 4."""
+    bottleneck = feats[output_stride]
+    decoded, _ = decoder(bottleneck, feats[4])
+    if latents_source == "lowest":
+        source = bottleneck
+    elif latents_source == "decoder":
+        source = decoded
+    else:
+        source = aspp(bottleneck)
+    return head(source, decoded)
+
+
+class AdaptiveDepth(nn.Module):
+    """Adaptive-bins depth model (depth only); see the module docstring.
+
+    ``forward(x)`` → ``{"depth": B×1×H×W metres}``; ``forward(x, return_aux=True)`` adds
+    ``"bin_probs"`` (B×N×H/4×W/4) and ``"bin_depths"`` (B×N metres) for the inspector.
+    """
+
+    def __init__(self, encoder: ResNetEncoder, *, skip_channels: int = 48, num_convs: int = 2,
+                 latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256, num_bins: int = 64,
+                 num_layers: int = 2, num_heads: int = 4, expansion: int = 4, dropout: float = 0.1,
+                 pos_embed: str = "none", reducer: str = "linear", attention_impl: str = "fast") -> None:
+        super().__init__()
+        self.tasks = ("depth",)
+        self.latents_source = latents_source
+        self.encoder = encoder
+        decoder, aspp, head = make_depth_branch(
+            encoder, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
+            aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers, num_heads=num_heads,
+            expansion=expansion, dropout=dropout, pos_embed=pos_embed, reducer=reducer,
+            attention_impl=attention_impl)
+        self.decoder = decoder
+        self.aspp = aspp
+        self.depth_head = head
+
+    def forward(self, x: Tensor, return_aux: bool = False) -> dict[str, Tensor]:
+        feats = self.encoder(x)
+        depth, bin_probs, bin_depths = run_depth_branch(feats, self.encoder.output_stride, self.latents_source,
+                                                        self.decoder, self.aspp, self.depth_head)
+        out = {"depth": upsample_to(depth, x.shape[-2:])}
+        if return_aux:
+            out.update(bin_probs=bin_probs, bin_depths=bin_depths)
+        return out

@@ -1,0 +1,46 @@
+"""DeepLabV3+ decoder, layer-exact to the course report."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class DecoderDeepLabV3p(nn.Module):
+    """DecoderDeepLabV3p(bottleneck_ch, skip_ch=64, out_ch, skip_channels, num_convs).
+
+    - skip projection: 1x1 conv *with* bias, no BN, ``skip_ch → skip_channels`` on the
+      stride-4 encoder features;
+    - the bottleneck features are upsampled bilinearly to the skip's size and concatenated
+      (bottleneck first, then skip);
+    - ``num_convs`` × [3x3 conv → ``mid_ch`` (with bias) + BN + ReLU];
+    - final 1x1 conv (with bias) ``mid_ch → out_ch``.
+
+    ``forward(bottleneck, skip)`` returns ``(predictions_4x, features_4x)``: the
+    ``out_ch``-channel output and the ``mid_ch``-channel features before the final conv,
+    both at stride 4.
+    """
+
+    def __init__(self, bottleneck_ch: int, skip_ch: int = 64, out_ch: int = 256,
+                 skip_channels: int = 48, num_convs: int = 2, mid_ch: int = 256) -> None:
+        super().__init__()
+        if not 1 <= num_convs <= 3:
+            raise ValueError(f"DecoderDeepLabV3p num_convs: expected 1, 2 or 3, got {num_convs}")
+        if skip_channels <= 0:
+            raise ValueError(f"DecoderDeepLabV3p skip_channels: expected > 0, got {skip_channels}")
+        self.skip_proj = nn.Conv2d(skip_ch, skip_channels, 1, bias=True)
+        convs = []
+        in_ch = bottleneck_ch + skip_channels
+        for _ in range(num_convs):
+            convs += [nn.Conv2d(in_ch, mid_ch, 3, padding=1, bias=True), nn.BatchNorm2d(mid_ch),
+                      nn.ReLU(inplace=True)]
+            in_ch = mid_ch
+        self.convs = nn.Sequential(*convs)
+        self.head = nn.Conv2d(mid_ch, out_ch, 1, bias=True)
+
+    def forward(self, bottleneck: Tensor, skip: Tensor) -> tuple[Tensor, Tensor]:
+        """``bottleneck`` B×Cb×h×w, ``skip`` B×Cs×H/4×W/4 → (B×out×H/4×W/4, B×mid×H/4×W/4)."""
+        up = F.interpolate(bottleneck, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        features = self.convs(torch.cat([up, self.skip_proj(skip)], dim=1))
+        return self.head(features), features
