@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
 #: Label value for pixels that carry no class (void, out of image after augmentation).
@@ -12,25 +10,40 @@ IGNORE_INDEX = 255
 NUM_CLASSES = 19
 
 
-@lru_cache(maxsize=1)
-def _train_classes():
-    from torchvision.datasets import Cityscapes
-
-    rows = [c for c in Cityscapes.classes if 0 <= c.train_id < NUM_CLASSES]
-    rows.sort(key=lambda c: c.train_id)
-    if [c.train_id for c in rows] != list(range(NUM_CLASSES)):  # pragma: no cover - torchvision guard
-        raise RuntimeError("torchvision's Cityscapes class table does not hold train ids 0..18")
-    return rows
+#: (name, Cityscapes colour) per train id 0..18, as in torchvision.datasets.Cityscapes.classes.
+#: Kept as a literal so that importing cvaia does not import torchvision's dataset module;
+#: tests/test_classes.py checks it against torchvision's table.
+_TRAIN_CLASSES = (
+    ("road", (128, 64, 128)),
+    ("sidewalk", (244, 35, 232)),
+    ("building", (70, 70, 70)),
+    ("wall", (102, 102, 156)),
+    ("fence", (190, 153, 153)),
+    ("pole", (153, 153, 153)),
+    ("traffic light", (250, 170, 30)),
+    ("traffic sign", (220, 220, 0)),
+    ("vegetation", (107, 142, 35)),
+    ("terrain", (152, 251, 152)),
+    ("sky", (70, 130, 180)),
+    ("person", (220, 20, 60)),
+    ("rider", (255, 0, 0)),
+    ("car", (0, 0, 142)),
+    ("truck", (0, 0, 70)),
+    ("bus", (0, 60, 100)),
+    ("train", (0, 80, 100)),
+    ("motorcycle", (0, 0, 230)),
+    ("bicycle", (119, 11, 32)),
+)
 
 
 def class_names() -> tuple[str, ...]:
     """Names of the 19 classes in train-id order (``road`` … ``bicycle``)."""
-    return tuple(c.name for c in _train_classes())
+    return tuple(name for name, _ in _TRAIN_CLASSES)
 
 
 def class_colors() -> np.ndarray:
     """Cityscapes colours, uint8 array of shape (19, 3), in train-id order."""
-    return np.array([c.color for c in _train_classes()], dtype=np.uint8)
+    return np.array([color for _, color in _TRAIN_CLASSES], dtype=np.uint8)
 
 
 def palette() -> list[int]:
