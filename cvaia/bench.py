@@ -88,11 +88,20 @@ def bench_dataset(s: BenchSettings) -> Path:
     return root
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process and its (finished) children, MiB (Linux: KiB units)."""
+def _peak_rss_parts_mb() -> tuple[float, float]:
+    """(this process's peak RSS, the largest peak RSS of any one finished child), MiB.
+
+    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` is the peak of the *largest* child, not a sum over
+    the children (Linux reports KiB).
+    """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0
+    return own / 1024.0, kids / 1024.0
+
+
+def _peak_rss_mb() -> float:
+    """The larger of this process's peak RSS and its largest finished child's, MiB."""
+    return max(_peak_rss_parts_mb())
 
 
 def _sync(device: str) -> None:
@@ -212,8 +221,13 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
         import gc
 
         gc.collect()
-        result["peak_memory_mb"] = _peak_rss_mb()
-        result["memory_kind"] = "peak RSS (process + workers)"
+        own, largest_worker = _peak_rss_parts_mb()
+        result["peak_memory_mb"] = max(own, largest_worker)
+        result["peak_rss_process_mb"] = own
+        result["peak_rss_largest_worker_mb"] = largest_worker
+        # Not "process + workers": the kernel reports the largest child's peak, not a sum, and
+        # peaks of separate processes (sharing copy-on-write pages) do not add up anyway.
+        result["memory_kind"] = "peak RSS (the larger of the main process and its largest DataLoader worker)"
     return result
 
 

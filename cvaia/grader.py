@@ -89,7 +89,7 @@ def _check_prediction_files(pred_task_dir: Path, gt: MiniscapesSplit, task: str)
 
     def by_index(name: str):
         stem = name[:-4] if name.endswith(".png") else name
-        return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
+        return (0, int(stem), name) if stem.isascii() and stem.isdigit() else (1, 0, name)
 
     missing = sorted(expected - present, key=by_index)
     extra = sorted(present - expected, key=by_index)

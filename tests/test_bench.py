@@ -21,6 +21,9 @@ def test_both_arms_train_and_report(tiny_root):
         r = row["arms"][arm]
         assert r["images_per_s"] > 0 and math.isfinite(r["final_loss"])
         assert r["peak_memory_mb"] > 0
+        # Regression: the label said "process + workers" but the value is a max, not a sum.
+        assert r["peak_memory_mb"] == max(r["peak_rss_process_mb"], r["peak_rss_largest_worker_mb"])
+        assert "process + workers" not in r["memory_kind"] and "larger of" in r["memory_kind"]
     assert row["arms"]["reference"]["attention"] == "explicit"
     assert row["arms"]["fast"]["attention"] == "fast"
     assert row["speedup"] == pytest.approx(row["fast_img_s"] / row["reference_img_s"])

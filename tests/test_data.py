@@ -153,6 +153,24 @@ def _bad_file_name(root):
     return root / "train" / "rgb" / "extra.jpg", "<index>.jpg"
 
 
+def _duplicate_index_with_leading_zero(root):
+    # Regression: "01.jpg" next to "1.jpg" crashed with an IndexError instead of a DatasetError.
+    (root / "train" / "rgb" / "01.jpg").write_bytes((root / "train" / "rgb" / "1.jpg").read_bytes())
+    return root / "train" / "rgb" / "01.jpg", "no leading zeros"
+
+
+def _zero_padded_name(root):
+    # "00.jpg" would be accepted as index 0, then "0.jpg" is never found when reading.
+    (root / "train" / "rgb" / "0.jpg").rename(root / "train" / "rgb" / "00.jpg")
+    return root / "train" / "rgb" / "00.jpg", "no leading zeros"
+
+
+def _non_ascii_digit_name(root):
+    # Regression: "².jpg" passed str.isdigit() and then crashed int() with a ValueError.
+    (root / "train" / "rgb" / "\u00b2.jpg").write_bytes(b"")
+    return root / "train" / "rgb" / "\u00b2.jpg", "<index>.jpg"
+
+
 def _no_rgb_folder(root):
     for f in (root / "train" / "rgb").iterdir():
         f.unlink()
@@ -167,7 +185,8 @@ def _empty_rgb_folder(root):
 
 
 @pytest.mark.parametrize("damage", [_gap_in_rgb, _label_without_rgb, _incomplete_semseg, _bad_file_name,
-                                    _no_rgb_folder, _empty_rgb_folder])
+                                    _duplicate_index_with_leading_zero, _zero_padded_name,
+                                    _non_ascii_digit_name, _no_rgb_folder, _empty_rgb_folder])
 def test_bad_layout_is_reported_on_open(tmp_path, damage):
     root = _small_root(tmp_path)
     where, what = damage(root)
@@ -548,3 +567,71 @@ def test_reads_the_synthetic_set(request):
     x, s, d = BatchAugment(32, **FULL)(t.rgb, t.semseg, depth_from_codes(t.depth_codes),
                                        torch.Generator().manual_seed(0))
     assert x.shape == (3, 3, 32, 32) and s.shape == (3, 32, 32) and d.shape == (3, 1, 32, 32)
+
+
+def test_augment_makes_no_tensors_from_python_data(monkeypatch):
+    """Regression: normalisation constants, the crop's corners and the grid scale used to be
+    built with ``torch.tensor(...)`` on every call. On CUDA each such tensor is a blocking
+    host→device copy (a sync per training step), so the per-step path must build none: the
+    constants are cached per device, the rest is made on the device."""
+    from cvaia.data import augment as augment_module
+    from cvaia.data import encoding
+
+    rgb, semseg, depth = _batch()
+    codes = torch.randint(0, 256, (4, 40, 56), dtype=torch.uint8)
+    aug_plain, aug_geom = BatchAugment(24, reflect=True), BatchAugment(24, **FULL)
+    outputs = []
+
+    def step():
+        outputs.append([aug(rgb, semseg, depth, generator=torch.Generator().manual_seed(1))
+                        for aug in (aug_plain, aug_geom)])
+        outputs[-1].append(prepare_eval_batch(rgb, semseg, codes))
+        outputs[-1].append(depth_from_codes(codes))
+
+    step()  # fills the per-device caches
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a tensor was built from Python data in the per-step path")
+
+    monkeypatch.setattr(torch, "tensor", forbidden)
+    monkeypatch.setattr(torch, "from_numpy", forbidden)
+    monkeypatch.setattr(torch, "as_tensor", forbidden)
+    monkeypatch.setattr(torch.linalg, "solve", forbidden)  # syncs on CUDA; solve_ex does not
+    step()
+    monkeypatch.undo()
+    # ... and the cached constants give the same numbers as building them afresh.
+    for a, b in zip(outputs[0], outputs[1], strict=True):
+        for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True):
+            assert torch.equal(u, v)
+    m = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    s = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    assert torch.equal(normalize_rgb(rgb), (rgb.float() - m) / s)
+    assert torch.equal(depth_from_codes(codes), torch.from_numpy(depth_lut())[codes.long()])
+    assert encoding.depth_lut_tensor("cpu") is encoding.depth_lut_tensor("cpu")
+    assert augment_module.depth_lut_tensor is encoding.depth_lut_tensor
+
+
+def test_cached_constants_work_with_autograd_after_inference_mode():
+    """The cached constants may first be made under inference_mode (evaluation); they must
+    still be usable when the input needs gradients (e.g. saliency maps) afterwards."""
+    from cvaia.data import encoding
+
+    encoding._normalization_constants.cache_clear()
+    with torch.inference_mode():
+        normalize_rgb(torch.zeros(1, 3, 2, 2))  # fills the cache inside inference mode
+    x = torch.full((1, 3, 2, 2), 100.0, requires_grad=True)
+    normalize_rgb(x).sum().backward()
+    torch.testing.assert_close(x.grad[0, :, 0, 0], 1 / torch.tensor(IMAGENET_STD))
+
+
+def test_augment_input_checks_name_what_was_expected():
+    rgb, semseg, depth = _batch()
+    aug = BatchAugment(24)
+    with pytest.raises(ValueError, match="rgb must be uint8"):
+        aug(normalize_rgb(rgb), semseg, depth)
+    with pytest.raises(ValueError, match="depth must be float metres.*depth_from_codes"):
+        aug(rgb, semseg, depth.to(torch.uint8))
+    with pytest.raises(ValueError, match="semseg must hold integer class ids"):
+        aug(rgb, semseg.float(), depth)
+    with pytest.raises(ValueError, match="semseg must be a B×H×W tensor"):
+        aug(rgb, semseg[:, :-1], depth)

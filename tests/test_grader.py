@@ -110,6 +110,15 @@ def test_missing_extra_and_missized_files(data, tmp_path, capsys):
         score_predictions(data["root"], "val", pred)
 
 
+def test_extra_files_with_odd_names_are_listed(data, tmp_path):
+    """Regression: a name like "².png" passed str.isdigit() and crashed int() while sorting."""
+    pred = _write_perfect(data, tmp_path / "pred", tasks=("semseg",))
+    (pred / "semseg" / "\u00b2.png").write_bytes(b"")
+    (pred / "semseg" / "01.png").write_bytes(b"")
+    with pytest.raises(GraderError, match="unexpected 2 file\\(s\\): 01.png, \u00b2.png"):
+        score_predictions(data["root"], "val", pred)
+
+
 def test_many_missing_files_are_summarised(data, tmp_path):
     (tmp_path / "semseg").mkdir()
     with pytest.raises(GraderError, match=r"missing 3 file\(s\): 0.png, 1.png, 2.png"):

@@ -319,3 +319,14 @@ def test_other_encoders_and_dilations(overrides):
     model = _model(**{**SMALL, **overrides}).eval()
     with torch.no_grad():
         _check_outputs(model(torch.randn(1, 3, 40, 56)), model.tasks, (40, 56), 1)
+
+
+def test_aspp_batch_of_one_in_training_is_a_clear_error():
+    """Regression: BatchNorm's bare "Expected more than 1 value per channel" named no cause."""
+    from cvaia.models import ASPP
+
+    aspp = ASPP(8, 4, rates=(1,))
+    with pytest.raises(ValueError, match="at least 2 images per batch.*--batch_size"):
+        aspp(torch.randn(1, 8, 5, 5))
+    assert aspp(torch.randn(2, 8, 5, 5)).shape == (2, 4, 5, 5)
+    assert aspp.eval()(torch.randn(1, 8, 5, 5)).shape == (1, 4, 5, 5)  # evaluation: batch 1 is fine

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .classes import IGNORE_INDEX
-from .encoding import depth_lut, normalize_rgb
+from .encoding import depth_lut_tensor, normalize_rgb
 
 #: Validation images are cropped to multiples of this (the encoder's output stride).
 EVAL_MULTIPLE = 32
@@ -46,11 +46,11 @@ def val_crop(t: torch.Tensor, multiple: int = EVAL_MULTIPLE) -> torch.Tensor:
 def depth_from_codes(codes: torch.Tensor, lut: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 disparity codes → float32 metres (0 = invalid) with a 256-entry table.
 
-    ``lut`` defaults to :func:`cvaia.data.encoding.depth_lut` on the codes' device; pass it in
-    to avoid re-creating it every batch.
+    ``lut`` defaults to :func:`cvaia.data.encoding.depth_lut` on the codes' device (made once
+    per device and cached).
     """
     if lut is None:
-        lut = torch.from_numpy(depth_lut()).to(codes.device)
+        lut = depth_lut_tensor(codes.device)
     return lut[codes.long()]  # .long(): a uint8 index would be read as a boolean mask
 
 
@@ -79,7 +79,9 @@ def homography_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor
     rows_v = torch.stack([zero, zero, zero, x, y, one, -x * v, -y * v], dim=-1)
     a = torch.cat([rows_u, rows_v], dim=1)  # B×8×8
     b = torch.cat([u, v], dim=1)  # B×8
-    h = torch.linalg.solve(a, b)
+    # solve_ex, not solve: solve checks for singular systems by reading a flag back to the
+    # host, a sync on CUDA. Four distinct corners of a square never give a singular system.
+    h = torch.linalg.solve_ex(a, b).result
     return torch.cat([h, torch.ones_like(h[:, :1])], dim=1).view(-1, 3, 3)
 
 
@@ -189,7 +191,10 @@ class BatchAugment:
 
         one, zero = torch.ones_like(scale), torch.zeros_like(scale)
         flip_m = _affine(torch.where(flip, -one, one), zero, torch.where(flip, c * one, zero), zero, one, zero)
-        square = torch.tensor([[0, 0], [c, 0], [c, c], [0, c]], device=device, dtype=torch.float64)
+        # The crop's corners (0,0) (c,0) (c,c) (0,c), built on the device from arange: a tensor
+        # made from a Python list would be a blocking host→device copy on every batch.
+        corner = torch.arange(4, device=device)
+        square = c * torch.stack([(corner == 1) | (corner == 2), corner >= 2], dim=-1).to(torch.float64)
         square = square.expand(batch, 4, 2)
         wiggle_m = homography_from_points(square, square + shift)
         to_origin = _affine(one, zero, -c / 2 * one, zero, one, -c / 2 * one)
@@ -244,8 +249,8 @@ class BatchAugment:
         src = points @ homographies.to(dev, torch.float32).transpose(1, 2)  # B×c²×3
         xy = src[..., :2] / src[..., 2:]
         # grid_sample's coordinates (align_corners=False): -1 and 1 are the image's outer edges.
-        size = torch.tensor([w, h], device=dev, dtype=torch.float32)
-        grid = (2 * xy / size - 1).view(b, c, c, 2)
+        # (Python scalars, not a tensor made from a list: that would be a host→device copy.)
+        grid = torch.stack([2 * xy[..., 0] / w - 1, 2 * xy[..., 1] / h - 1], dim=-1).view(b, c, c, 2)
 
         # Normalising first makes the zero padding the mean colour.
         rgb_out = F.grid_sample(normalize_rgb(rgb), grid, mode="bilinear", padding_mode="zeros",
@@ -277,6 +282,17 @@ class BatchAugment:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise ValueError(f"BatchAugment: {name} must be a B×H×W tensor matching rgb "
                                  f"{(b, h, w)}, got {got}")
+            if t is not None and t.device != rgb_u8.device:
+                raise ValueError(f"BatchAugment: {name} is on {t.device} but rgb on {rgb_u8.device}; "
+                                 f"expected all inputs on one device")
+        if rgb_u8.dtype != torch.uint8:
+            raise ValueError(f"BatchAugment: rgb must be uint8 0..255 (not yet normalised), got {rgb_u8.dtype}")
+        if semseg_u8 is not None and (semseg_u8.is_floating_point() or semseg_u8.dtype == torch.bool):
+            raise ValueError(f"BatchAugment: semseg must hold integer class ids (255 = ignore), "
+                             f"got {semseg_u8.dtype}")
+        if depth_m is not None and not depth_m.is_floating_point():
+            raise ValueError(f"BatchAugment: depth must be float metres (0 = invalid), got {depth_m.dtype}; "
+                             f"decode uint8 disparity codes first with depth_from_codes()")
         if self.geometric:
             return self.warp(rgb_u8, semseg_u8, depth_m, self.sample_homographies(b, h, w, generator))
         return self.crop(rgb_u8, semseg_u8, depth_m, *self.sample_crops(b, h, w, generator))

@@ -11,6 +11,7 @@ truth outside 4..300 m becomes 0 ("invalidate"); predictions are clamped to 1..2
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,34 @@ def write_rgb_jpg(path: str | Path, rgb: np.ndarray, quality: int = 90) -> None:
     Image.fromarray(rgb, mode="RGB").save(path, quality=quality, subsampling=0)
 
 
+@lru_cache(maxsize=32)
+def _normalization_constants(device, mean: tuple[float, ...], std: tuple[float, ...]):
+    """``mean`` and ``std`` as float32 3×1×1 tensors on ``device``, made once per device.
+
+    Building them per call would copy them host→device on every batch, and on CUDA such a
+    copy from ordinary (pageable) memory waits for the GPU queue: a hidden sync per step.
+    """
+    import torch
+
+    with torch.inference_mode(False):  # usable outside inference mode even if first made inside
+        m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1).to(device)
+        s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1).to(device)
+    return m, s
+
+
+@lru_cache(maxsize=32)
+def depth_lut_tensor(device="cpu"):
+    """:func:`depth_lut` as a float32 torch tensor on ``device``, made once per device.
+
+    Decode codes with ``depth_lut_tensor(codes.device)[codes.long()]``. Do not modify it in
+    place: it is shared.
+    """
+    import torch
+
+    with torch.inference_mode(False):
+        return torch.from_numpy(depth_lut()).to(torch.device(device))
+
+
 def normalize_rgb(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """ImageNet-normalise rgb on the 0..255 scale.
 
@@ -115,8 +144,7 @@ def normalize_rgb(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     except ImportError:  # pragma: no cover
         torch = None
     if torch is not None and isinstance(rgb, torch.Tensor):
-        m = torch.tensor(mean, dtype=torch.float32, device=rgb.device).view(3, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=rgb.device).view(3, 1, 1)
+        m, s = _normalization_constants(rgb.device, tuple(map(float, mean)), tuple(map(float, std)))
         return (rgb.float() - m) / s
     a = np.asarray(rgb, dtype=np.float32)
     return (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -60,9 +60,11 @@ def _indices_in(folder: Path, ext: str) -> list[int]:
             others.append(name)
             continue
         stem = name[: -len(ext)]
-        if not stem.isdigit():
+        # ASCII digits without leading zeros: the reader opens "<i>.jpg", so "007.jpg" (or a
+        # second "01.jpg" next to "1.jpg") would never be read.
+        if not (stem.isascii() and stem.isdigit() and str(int(stem)) == stem):
             raise DatasetError(f"{folder / name}: unexpected file name; expected <index>{ext} "
-                               f"with index 0, 1, 2, ...")
+                               f"with index 0, 1, 2, ... (no leading zeros)")
         indices.append(int(stem))
     if not indices:
         found = f" (found e.g. {sorted(others)[:3]})" if others else ""

@@ -25,6 +25,11 @@ class ASPPPooling(nn.Module):
         self.project = _conv_bn_relu(in_ch, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] == 1 and not isinstance(self.project[1], nn.SyncBatchNorm):
+            # BatchNorm's own message ("Expected more than 1 value per channel") names no cause.
+            raise ValueError("ASPP image pooling: training needs at least 2 images per batch (its BatchNorm "
+                             "sees one pooled value per channel and image), got a batch of 1; use "
+                             "--batch_size >= 2 per process, or model.eval() for inference")
         y = self.project(self.pool(x))
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
