@@ -1,0 +1,72 @@
+"""``python -m cvaia train``: train a configuration into the run store.
+
+    python -m cvaia train --model_name deeplabv3p_multitask --optimizer adam --optimizer_lr 1e-4 \
+        --num_epochs 4 [--resume] [--force]
+
+Every ``--flag`` is a field of :class:`cvaia.config.Config` (the course's flag names). The
+run goes to ``<store>/<label>-<hash>`` (store: ``--log_dir``, ``$CVAIA_RUNS_DIR`` or
+``runs/``). A finished run is reported, not retrained, unless ``--force`` (the old folder is
+moved aside to ``<dir>.old-<timestamp>``). An unfinished run (a killed job) is resumed from
+its last checkpoint; that is the default, ``--resume`` only says so explicitly.
+
+Under ``torchrun --nproc_per_node N -m cvaia train ...`` the same command trains with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from ..config import add_config_arguments
+
+    store = parser.add_argument_group("run store")
+    store.add_argument("--resume", action="store_true",
+                       help="continue an unfinished (killed) run from its last checkpoint "
+                            "(the default when the run folder exists unfinished)")
+    store.add_argument("--force", action="store_true",
+                       help="retrain even if the run is finished; the old run folder is moved aside "
+                            "to <dir>.old-<timestamp>, never deleted")
+    store.add_argument("--restart", action="store_true",
+                       help="start an unfinished run afresh instead of resuming it (the old folder "
+                            "is moved aside)")
+    add_config_arguments(parser)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "-" if not math.isfinite(v) else f"{v:.3f}"
+    return "-" if v is None else str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, config_from_args
+    from ..data.miniscapes import DatasetError
+    from ..runs import Run, run_dir_for
+    from ..train import TrainingDiverged, run_training
+
+    cfg = config_from_args(args)
+    if args.resume and (args.force or args.restart):
+        raise ConfigError("--resume: cannot be combined with --force or --restart")
+    main = int(os.environ.get("RANK", "0") or 0) == 0
+    path = run_dir_for(cfg)
+    if args.resume and main and not (path / "checkpoints" / "last.pt").is_file() and not (path / "done.json").is_file():
+        print(f"[cvaia] --resume: no unfinished run at {path}; starting it", flush=True)
+    try:
+        path, trained = run_training(cfg, resume=not args.restart, force=args.force)
+    except (TrainingDiverged, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not main:
+        return 0
+    run = Run(path)
+    if not trained:
+        print(f"run already finished: {path}\n(use --force to retrain it; the old folder is kept)")
+    final = run.final
+    keys = ("epoch", "miou", "si_log_rmse", "score", "train_time_s", "images_per_s", "peak_mem_mb", "params")
+    print(f"run: {path}")
+    print("  " + "  ".join(f"{k}={_fmt(final.get(k))}" for k in keys if k in final))
+    return 0

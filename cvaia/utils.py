@@ -1,0 +1,409 @@
+"""Small helpers shared by training, the run store and the commands.
+
+- :func:`select_device`: ``"auto"`` → CUDA if present, else MPS, else CPU.
+- :func:`seed_everything`, :func:`get_rng_state`, :func:`set_rng_state`: reproducibility.
+- :func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_torch_save`,
+  :func:`atomic_save_npy`: write to a temporary file next to the target, then ``os.replace``,
+  so a reader (or a killed writer) never sees half a file.
+- :class:`FileLock`: an exclusive ``fcntl.flock`` lock on a file (``<run>/.lock``).
+- :func:`peak_rss_mb`, :func:`cuda_peak_memory_mb`, :class:`PowerMeter`: resource probes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+
+# ---- devices ---------------------------------------------------------------------------------
+def mps_available() -> bool:
+    """Whether Apple's Metal backend can be used."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def select_device(spec: str = "auto", local_rank: int | None = None) -> torch.device:
+    """The :class:`torch.device` for ``--device`` (``auto | cpu | cuda | cuda:N | mps``).
+
+    ``auto`` picks CUDA when present (``cuda:<local_rank>`` under ``torchrun``), else MPS when
+    available, else the CPU. Asking for a device that is not there raises :class:`ConfigError`.
+    """
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank or 0)
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not mps_available():
+            raise ConfigError("--device: mps was requested but the MPS backend is not available")
+        return torch.device("mps")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device: {spec} was requested but CUDA is not available")
+        if spec == "cuda":
+            return torch.device("cuda", local_rank or 0)
+        try:
+            index = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--device: expected cuda:N with an integer N, got {spec!r}") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise ConfigError(f"--device: {spec} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+        return torch.device("cuda", index)
+    raise ConfigError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {spec!r}")
+
+
+# ---- seeding ---------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """The global random states (python, numpy, torch CPU, torch CUDA) for a checkpoint."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned."""
+    if "python" in state:
+        random.setstate(state["python"])
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker seeding: NumPy and ``random`` follow torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ---- atomic writes ---------------------------------------------------------------------------
+def _file_mode() -> int:
+    """Permissions of a newly created file under the current umask (mkstemp makes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def _atomic_target(path: str | os.PathLike, mode: str = "wb"):
+    """Open a temporary file next to ``path``; on success fsync and ``os.replace`` it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, _file_mode())
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with _atomic_target(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean_floats(obj):
+    """NaN/inf → None so that the JSON stays standard."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_floats(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (NaN/inf become ``null``)."""
+    text = json.dumps(_clean_floats(obj), indent=2, sort_keys=False, default=_json_default)
+    atomic_write_text(path, text + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically."""
+    with _atomic_target(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make ``dst`` an atomic duplicate of ``src``: a hard link when the file system allows
+    it (no second write of a large checkpoint), else a copy. Replacing ``src`` later (always
+    with ``os.replace``, i.e. a new file) leaves ``dst`` unchanged."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically."""
+    with _atomic_target(path, "wb") as fh:
+        np.save(fh, np.asarray(array))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, naming the file when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+# ---- locks -----------------------------------------------------------------------------------
+class FileLock:
+    """Exclusive lock on ``path`` with ``fcntl.flock`` (a context manager).
+
+    The lock file is created if needed and never deleted. If the file was moved away while
+    we waited (a run folder set aside by ``--force``), the lock is taken again on the new
+    file, so two holders can never think they own the same path.
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout: float | None = None, poll: float = 0.05):
+        self.path = Path(path)
+        self.timeout = timeout
+        self.poll = poll
+        self._fd: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> "FileLock":
+        import fcntl
+
+        if self._fd is not None:
+            raise RuntimeError(f"{self.path}: lock already held by this object")
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if deadline is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    while True:
+                        try:
+                            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            break
+                        except BlockingIOError:
+                            if time.monotonic() > deadline:
+                                raise TimeoutError(f"{self.path}: could not take the lock within "
+                                                   f"{self.timeout} s (another process holds it)") from None
+                            time.sleep(self.poll)
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                self._fd = fd
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
+                return self
+            os.close(fd)  # the file was replaced or moved while we waited: lock the new one
+
+    def release(self) -> None:
+        import fcntl
+
+        if self._fd is None:
+            return
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "FileLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# ---- resource probes -------------------------------------------------------------------------
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB), from ``resource.getrusage``."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return float("nan")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def cuda_peak_memory_mb(device: torch.device) -> float | None:
+    """``torch.cuda.max_memory_allocated`` in MiB on a CUDA device, else None."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def _power_reader(device: torch.device):
+    """A function returning the board power in watts, or None when NVML is not available."""
+    if device.type != "cuda":
+        return None
+    index = device.index or 0
+    try:
+        import pynvml  # type: ignore
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        pynvml.nvmlDeviceGetPowerUsage(handle)
+        return lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+    except Exception:
+        pass
+    draw = getattr(torch.cuda, "power_draw", None)
+    if draw is not None:
+        try:
+            draw(index)
+            return lambda: draw(index) / 1000.0
+        except Exception:
+            return None
+    return None
+
+
+class PowerMeter:
+    """Mean GPU board power over a period, sampled by a background thread (NVML).
+
+    ``mean_watts`` is None when no NVML reader is available (CPU, MPS, no pynvml).
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.5):
+        self._read = _power_reader(device)
+        self.interval = interval
+        self._samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._read is not None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._samples.append(float(self._read()))
+            except Exception:
+                return
+            self._stop.wait(self.interval)
+
+    def start(self) -> "PowerMeter":
+        if self._read is not None and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="cvaia-power", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=2.0)
+            self._thread = None
+
+    def mark(self) -> int:
+        """A position in the sample list, for :meth:`mean_since`."""
+        return len(self._samples)
+
+    def mean_since(self, mark: int = 0) -> float | None:
+        """Mean power (W) of the samples taken after ``mark`` (None without samples)."""
+        samples = self._samples[mark:]
+        return float(np.mean(samples)) if samples else None
+
+    @property
+    def mean_watts(self) -> float | None:
+        """Mean power (W) over everything sampled so far (None without samples)."""
+        return self.mean_since(0)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.2`` → ``'1h 02m 05s'``."""
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h {m:02d}m {s:02d}s"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
