@@ -188,8 +188,18 @@ class Config:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def hash_dict(self) -> dict[str, Any]:
-        """The fields that change results, for the run hash."""
-        return {f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("hash", True)}
+        """The fields that change results, for the run hash.
+
+        An empty ``dataset_root`` means "the default data set", which is the real miniscapes
+        when it is present and the synthetic set otherwise: the hash names which one, so runs
+        on synthetic data are never served once real data has been dropped in.
+        """
+        d = {f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("hash", True)}
+        if not self.dataset_root:
+            from . import paths
+
+            d["dataset_root"] = "default:" + paths.default_dataset_root().name
+        return d
 
     def config_hash(self, length: int = 10) -> str:
         """Stable hash of :meth:`hash_dict` (sorted-key JSON, sha1)."""

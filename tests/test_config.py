@@ -67,3 +67,13 @@ def test_argparse_round_trip():
 
 def test_float16_flag_sets_precision():
     assert make_config(optimizer_float_16=True).precision == "fp16"
+
+
+def test_default_dataset_is_part_of_the_hash(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAIA_DATA_DIR", str(tmp_path))
+    cfg = make_config()
+    synthetic_hash = cfg.config_hash()
+    assert cfg.hash_dict()["dataset_root"] == "default:synthetic"
+    (tmp_path / "miniscapes" / "train" / "rgb").mkdir(parents=True)
+    assert cfg.hash_dict()["dataset_root"] == "default:miniscapes"
+    assert cfg.config_hash() != synthetic_hash
