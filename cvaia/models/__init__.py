@@ -7,7 +7,7 @@ Every model has ``tasks`` (tuple) and ``forward(x)`` → ``{"semseg": B×19×H×
 "depth": B×1×H×W metres}`` for its tasks (input sizes divisible by 8).
 """
 
-from .adaptive import AdaptiveDepth, AdaptiveDepthHead
+from .adaptive import AdaptiveDepth, AdaptiveDepthHead, LatentTransformer
 from .aspp import ASPP
 from .attention import (
     MLP,

@@ -32,7 +32,46 @@ LATENT_SOURCES = ("lowest", "decoder", "aspp")
 REDUCERS = ("linear", "conv")
 
 
-class AdaptiveDepthHead(nn.Module):
+class LatentTransformer(nn.Module):
+    """Latent tokens from a feature map, transformed: reducer → latents → transformer blocks.
+
+    ``reducer`` maps ``in_ch`` to ``dim`` channels only when they differ: a ``Linear`` on the
+    tokens (``"linear"``) or a 1×1 conv on the map before resizing (``"conv"``; same result
+    and parameters, more compute). :class:`LatentsExtractor` resizes to √N×√N and flattens;
+    ``num_layers`` :class:`TransformerBlock` s follow. ``tokens(x)``: B×C×h×w → B×N×dim.
+    """
+
+    def __init__(self, in_ch: int, dim: int, num_tokens: int, num_layers: int, num_heads: int,
+                 expansion: int, dropout: float, pos_embed: str, reducer: str,
+                 attention_impl: str) -> None:
+        super().__init__()
+        if reducer not in REDUCERS:
+            raise ValueError(f"reducer {reducer!r}: expected one of {', '.join(REDUCERS)}")
+        self.reducer_kind = reducer
+        if in_ch == dim:
+            self.reducer = None
+        elif reducer == "conv":
+            self.reducer = nn.Conv2d(in_ch, dim, 1)
+        else:
+            self.reducer = nn.Linear(in_ch, dim)
+        self.latents = LatentsExtractor(num_tokens)
+        self.transformer = nn.ModuleList([
+            TransformerBlock(dim, num_heads, expansion, dropout, pos_embed, num_tokens, attention_impl)
+            for _ in range(num_layers)])
+
+    def tokens(self, features: Tensor) -> Tensor:
+        """B×C×h×w → the transformed latent tokens B×N×dim."""
+        if self.reducer is not None and self.reducer_kind == "conv":
+            features = self.reducer(features)
+        tokens = self.latents(features)
+        if self.reducer is not None and self.reducer_kind == "linear":
+            tokens = self.reducer(tokens)
+        for block in self.transformer:
+            tokens = block(tokens)
+        return tokens
+
+
+class AdaptiveDepthHead(LatentTransformer):
     """Bins from latent tokens and a per-pixel softmax over them.
 
     Sub-modules (each exists only when used):
@@ -56,35 +95,12 @@ class AdaptiveDepthHead(nn.Module):
     def __init__(self, latent_ch: int, query_ch: int = 256, dim: int = 256, num_bins: int = 64,
                  num_layers: int = 2, num_heads: int = 4, expansion: int = 4, dropout: float = 0.1,
                  pos_embed: str = "none", reducer: str = "linear", attention_impl: str = "fast") -> None:
-        super().__init__()
-        if reducer not in REDUCERS:
-            raise ValueError(f"reducer {reducer!r}: expected one of {', '.join(REDUCERS)}")
+        super().__init__(latent_ch, dim, num_bins, num_layers, num_heads, expansion, dropout,
+                         pos_embed, reducer, attention_impl)
         self.dim, self.num_bins = dim, num_bins
         self.query_conv = nn.Conv2d(query_ch, query_ch, 3, padding=1, bias=True)
         self.query_proj = nn.Conv2d(query_ch, dim, 1) if dim != query_ch else None
-        self.reducer_kind = reducer
-        if latent_ch == dim:
-            self.reducer = None
-        elif reducer == "conv":
-            self.reducer = nn.Conv2d(latent_ch, dim, 1)
-        else:
-            self.reducer = nn.Linear(latent_ch, dim)
-        self.latents = LatentsExtractor(num_bins)
-        self.transformer = nn.ModuleList([
-            TransformerBlock(dim, num_heads, expansion, dropout, pos_embed, num_bins, attention_impl)
-            for _ in range(num_layers)])
         self.bin_depth = nn.Linear(dim, 1)
-
-    def tokens(self, latent_features: Tensor) -> Tensor:
-        """B×C×h×w → the transformed bin tokens B×N×dim."""
-        if self.reducer is not None and self.reducer_kind == "conv":
-            latent_features = self.reducer(latent_features)
-        tokens = self.latents(latent_features)
-        if self.reducer is not None and self.reducer_kind == "linear":
-            tokens = self.reducer(tokens)
-        for block in self.transformer:
-            tokens = block(tokens)
-        return tokens
 
     def forward(self, latent_features: Tensor, query_features: Tensor):
         tokens = self.tokens(latent_features)

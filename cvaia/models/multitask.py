@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adaptive import REDUCERS, make_depth_branch, run_depth_branch
+from .adaptive import LatentTransformer, make_depth_branch, run_depth_branch
 from .aspp import ASPP
-from .attention import CrossTransformerBlock, LatentsExtractor, TransformerBlock
+from .attention import CrossTransformerBlock
 from .decoder import DecoderDeepLabV3p
 from .deeplab import upsample_to
 from .encoder import ResNetEncoder
 
 
-class TransformerSegHead(nn.Module):
+class TransformerSegHead(LatentTransformer):
     """Feature map (e.g. ASPP, 256 ch) → N latent tokens → transformer → back to a map.
 
     ``forward(x)`` B×C×h×w → B×dim×h×w: tokens from :class:`LatentsExtractor` (√N×√N),
@@ -38,30 +38,12 @@ class TransformerSegHead(nn.Module):
     def __init__(self, in_ch: int = 256, dim: int = 256, num_tokens: int = 64, num_layers: int = 2,
                  num_heads: int = 4, expansion: int = 4, dropout: float = 0.1, pos_embed: str = "none",
                  reducer: str = "linear", attention_impl: str = "fast") -> None:
-        super().__init__()
-        if reducer not in REDUCERS:
-            raise ValueError(f"reducer {reducer!r}: expected one of {', '.join(REDUCERS)}")
-        self.reducer_kind = reducer
-        if in_ch == dim:
-            self.reducer = None
-        elif reducer == "conv":
-            self.reducer = nn.Conv2d(in_ch, dim, 1)
-        else:
-            self.reducer = nn.Linear(in_ch, dim)
-        self.latents = LatentsExtractor(num_tokens)
-        self.transformer = nn.ModuleList([
-            TransformerBlock(dim, num_heads, expansion, dropout, pos_embed, num_tokens, attention_impl)
-            for _ in range(num_layers)])
+        super().__init__(in_ch, dim, num_tokens, num_layers, num_heads, expansion, dropout,
+                         pos_embed, reducer, attention_impl)
 
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
-        if self.reducer is not None and self.reducer_kind == "conv":
-            x = self.reducer(x)
-        tokens = self.latents(x)
-        if self.reducer is not None and self.reducer_kind == "linear":
-            tokens = self.reducer(tokens)
-        for block in self.transformer:
-            tokens = block(tokens)
+        tokens = self.tokens(x)
         side = self.latents.side
         grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
         return upsample_to(grid, size)
