@@ -47,7 +47,7 @@ from .multitask import (
 __all__ = [
     "ASPP", "MLP", "AdaptiveDepth", "AdaptiveDepthHead", "BUILDERS", "ClassTokenSegHead", "CrossAttention",
     "CrossAttentionMultiTask", "CrossTransformerBlock", "DEPTH_RANGE", "DecoderDeepLabV3p", "DeepLabV3p",
-    "DeepLabV3pMultiTask", "DilatedBasicBlock", "LatentsExtractor", "PretrainedWeightsError", "ResNetEncoder",
+    "DeepLabV3pMultiTask", "DilatedBasicBlock", "LatentTransformer", "LatentsExtractor", "PretrainedWeightsError", "ResNetEncoder",
     "SelfAttention", "TransformerBlock", "TransformerMultiTask", "TransformerSegHead", "adaptive_depth",
     "build_model", "cross_attention_multitask", "deeplabv3p", "deeplabv3p_multitask", "imagenet_checkpoint_path",
     "load_encoder_weights", "resnet_encoder", "set_attention_impl", "transformer_multitask",
