@@ -114,3 +114,4 @@ def resolve(problem: str, namespace: Mapping[str, Any]) -> Params:
     if missing:  # pragma: no cover - guards the profile tables themselves
         raise ParameterError(f"profile {profile!r} of problem {problem} lacks {', '.join(missing)}")
     return Params(values)
+from .common import record_headline  # noqa: E402,F401  (re-export for the notebooks)

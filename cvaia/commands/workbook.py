@@ -1,0 +1,51 @@
+"""``python -m cvaia workbook``: execute the notebooks with papermill and export every figure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", choices=("quick", "smoke", "full"),
+                        help="experiment sizes: smoke (plumbing), quick (CPU, ~20 min), "
+                             "full (course scale, GPU) (default: quick)")
+    parser.add_argument("--only", default="", metavar="NN,NN",
+                        help="run only these notebooks, e.g. 01,02 (numbers or file stems)")
+    parser.add_argument("--out", default="", metavar="DIR",
+                        help="folder of the executed notebooks (default: <runs>/executed/<profile>)")
+    parser.add_argument("--dataset_root", default="", metavar="ROOT",
+                        help="miniscapes-format data root (default: data/miniscapes if present, "
+                             "else data/synthetic, generated when missing)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
+                        help="per-cell execution timeout in seconds (0 = none)")
+    parser.add_argument("--notebooks", default="", metavar="DIR",
+                        help="folder of the notebooks (default: <repo>/notebooks)")
+    parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..workbook import (
+        WorkbookError,
+        list_notebooks,
+        run_workbook,
+        select_notebooks,
+        summary_table,
+    )
+
+    try:
+        if args.list:
+            for path in select_notebooks(list_notebooks(args.notebooks or None), args.only):
+                print(path.stem)
+            return 0
+        results = run_workbook(args.profile, args.only or None, out=args.out or None,
+                               dataset_root=args.dataset_root, device=args.device,
+                               notebooks_dir=args.notebooks or None,
+                               execution_timeout=args.timeout or None)
+    except WorkbookError as exc:
+        print(f"workbook: error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(summary_table(results))
+    return 0 if all(r.ok for r in results) else 1

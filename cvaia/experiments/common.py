@@ -1,0 +1,155 @@
+"""Helpers every notebook uses: the data set, the device report, headline numbers, wording.
+
+- :func:`ensure_dataset`: the data root a notebook works on; the default synthetic set (or a
+  named synthetic set below ``data/``) is generated when missing.
+- :func:`device_report`: torch version, device, threads — the first cell of every notebook.
+- :func:`record_headline`: a notebook's headline numbers, written to
+  ``$CVAIA_HEADLINES_DIR/NN.json`` (when that variable is set, as the workbook runner and the
+  tests do) and displayed.
+- :func:`verdict`, :func:`fmt_minutes`: small wording helpers so that the narrative states
+  only what the numbers say.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from pathlib import Path
+from typing import Any, Mapping
+
+from .. import paths
+
+#: Environment variable naming the folder for the headline JSON files.
+HEADLINES_ENV = "CVAIA_HEADLINES_DIR"
+
+
+# ---- data -----------------------------------------------------------------------------------
+def dataset_exists(root: str | os.PathLike) -> bool:
+    """Whether ``root`` looks like a miniscapes-format data set (``train/rgb`` is there)."""
+    return (Path(root) / "train" / "rgb").is_dir()
+
+
+def ensure_dataset(dataset_root: str | os.PathLike | None = "", **synth: Any) -> Path:
+    """The data root for a notebook, generating the synthetic set when it is missing.
+
+    - ``dataset_root`` empty: the real miniscapes set when present, else ``data/synthetic``
+      (generated with the generator's defaults, or with ``synth`` keyword arguments
+      for :func:`cvaia.data.synth.generate`, the first time).
+    - ``dataset_root`` given: it must be a miniscapes-format folder — unless it lies below the
+      data directory and does not exist yet, in which case it is generated (this is how the
+      notebooks build extra synthetic sets, e.g. ``data/synthetic_pretrain``).
+
+    Raises :class:`FileNotFoundError` naming the folder when an explicit root is unusable.
+    """
+    explicit = dataset_root is not None and str(dataset_root).strip() != ""
+    root = paths.resolve_dataset_root(dataset_root)
+    if dataset_exists(root):
+        return root
+    data = paths.data_dir().resolve()
+    generated_here = root == paths.synthetic_root() or data in root.parents
+    if explicit and not generated_here:
+        raise FileNotFoundError(
+            f"DATASET_ROOT: {root} is not a miniscapes-format data set (expected "
+            f"{root}/{{train,val,test}}/{{rgb,semseg,depth}}/<index>.jpg|png); leave DATASET_ROOT "
+            f"empty to use the synthetic set")
+    if root.exists() and any(root.iterdir()):
+        raise FileNotFoundError(f"DATASET_ROOT: {root} exists but holds no train/rgb folder; "
+                                f"move it away to let the synthetic generator build it")
+    from ..data.synth import generate
+
+    generate(root, **synth)
+    return root
+
+
+# ---- device ---------------------------------------------------------------------------------
+def device_report(device: str = "auto") -> dict[str, Any]:
+    """torch/torchvision versions, the device ``device`` resolves to, CPU threads, GPU name."""
+    import torch
+    import torchvision
+
+    from ..utils import select_device
+
+    dev = select_device(device)
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(dev),
+        "cpu threads": torch.get_num_threads(),
+        "cpu cores": os.cpu_count(),
+    }
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        info["gpu"] = props.name
+        info["gpu memory (GiB)"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def format_report(info: Mapping[str, Any]) -> str:
+    """``key: value`` lines of :func:`device_report`."""
+    width = max(len(k) for k in info)
+    return "\n".join(f"{k:<{width}} : {v}" for k, v in info.items())
+
+
+# ---- headline numbers -----------------------------------------------------------------------
+def record_headline(notebook: str, values: Mapping[str, float], *, display: bool = True) -> dict[str, float]:
+    """Record a notebook's headline numbers.
+
+    ``notebook`` is the two-digit number ("01"); ``values`` maps short names to numbers (each
+    must convert to a float). Writes ``{"notebook": .., "values": {..}}`` to
+    ``$CVAIA_HEADLINES_DIR/<notebook>.json`` when that variable is set, displays a small
+    table (in Jupyter) and returns the values as floats.
+    """
+    notebook = str(notebook)
+    if not (len(notebook) == 2 and notebook.isdigit()):
+        raise ValueError(f"record_headline: notebook must be two digits like '01', got {notebook!r}")
+    clean: dict[str, float] = {}
+    for key, value in values.items():
+        try:
+            clean[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"record_headline: value {key!r} must be a number, got {value!r}") from None
+    folder = os.environ.get(HEADLINES_ENV, "").strip()
+    if folder:
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"notebook": notebook,
+                   "values": {k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}}
+        tmp = out / f".{notebook}.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        os.replace(tmp, out / f"{notebook}.json")
+    if display:
+        _show_headlines(notebook, clean)
+    return clean
+
+
+def _show_headlines(notebook: str, values: Mapping[str, float]) -> None:
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in values.items())
+    text = f"**Headline numbers of notebook {notebook}**\n\n| number | value |\n|---|---|\n{rows}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(text))
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    print(text)
+
+
+# ---- wording ----------------------------------------------------------------------------------
+def verdict(ok: bool, yes: str = "reproduced", no: str = "not reproduced") -> str:
+    """``yes`` when ``ok`` else ``no`` — for sentences computed from results."""
+    return yes if ok else no
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``"42.0 s"`` / ``"3 min 05 s"`` / ``"2 h 03 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

@@ -1,0 +1,234 @@
+"""Problem 1 — semantic segmentation (notebook ``01_semantic_segmentation``).
+
+DeepLabV3+ on semseg only (``--tasks semseg``):
+
+- 1.1a optimizer × learning rate (SGD and Adam), 1.1b batch size × epochs;
+- 1.2a pretrained vs random encoder, 1.2b dilation of the last stage;
+- 1.3 the ASPP + DeepLabV3+ decoder: skip-projection channels and number of 3×3 convs.
+
+Every experiment is a :class:`~cvaia.config.Config` for the run store, so re-running the
+notebook re-uses finished runs. Runs leave ``name`` empty, so that the same configuration
+asked for by two experiments (e.g. the best Adam run of 1.1a is the random-encoder run of
+1.2a) is one run folder, trained once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import paths
+from ..config import Config, make_config
+
+PROFILES = {
+    # plumbing only: every experiment present, tiny
+    "smoke": {"TRAIN_IMAGES": 8, "VAL_IMAGES": 4, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4,
+              "LR": None, "LRS": [1e-3, 1e-4], "BATCH_GRID": [4, 8], "EPOCH_GRID": [1, 2],
+              "SKIP_GRID": [16, 48], "CONV_GRID": [1, 2], "PRETRAIN_IMAGES": 8, "PRETRAIN_EPOCHS": 1,
+              "SAMPLES": 2, "LOG_EVERY": 1},
+    # real (if short) learning on the synthetic set, ~4 min on 2 CPU cores
+    "quick": {"TRAIN_IMAGES": 48, "VAL_IMAGES": 8, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4,
+              "LR": None, "LRS": [1e-2, 1e-3, 1e-4], "BATCH_GRID": [4, 8], "EPOCH_GRID": [1, 2],
+              "SKIP_GRID": [16, 32, 48, 64], "CONV_GRID": [1, 2, 3], "PRETRAIN_IMAGES": 96,
+              "PRETRAIN_EPOCHS": 2, "SAMPLES": 3, "LOG_EVERY": 1},
+    # the course: 1 epoch of the whole training split per run, the full grids (GPU)
+    "full": {"TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "CROP_SIZE": 256, "EPOCHS": 1, "BATCH_SIZE": 4,
+             "LR": None, "LRS": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6], "BATCH_GRID": [2, 4, 8, 16],
+             "EPOCH_GRID": [1, 2, 4], "SKIP_GRID": [16, 32, 48, 64], "CONV_GRID": [1, 2, 3],
+             "PRETRAIN_IMAGES": 0, "PRETRAIN_EPOCHS": 4, "SAMPLES": 4, "LOG_EVERY": 10},
+}
+
+#: The course report's numbers for problem 1.
+REPORT = {
+    "best_optimizer": "adam", "best_lr": 1e-4, "best_miou_one_epoch": 40.89,
+    "best_skip_channels": 64, "chosen_num_convs": 2,
+}
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+# ---- configurations ---------------------------------------------------------------------------------
+def base_config(P: Mapping, **overrides) -> Config:
+    """Semseg-only DeepLabV3+ with the profile's data amounts (Adam, skip 48, 2 convs, (F,F,T))."""
+    kw = dict(dataset_root=str(P["DATASET_ROOT"]), tasks=("semseg",), model_name="deeplabv3p",
+              optimizer="adam", optimizer_lr=1e-4, batch_size=P["BATCH_SIZE"], num_epochs=P["EPOCHS"],
+              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
+              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
+              encoder_dilation=(False, False, True), decoder_skip_channels=48, decoder_num_convs=2,
+              log_every=P["LOG_EVERY"], quiet=True)
+    kw.update(overrides)
+    return make_config(**kw)
+
+
+def run_configs(configs: Sequence[Config]) -> list:
+    """Train (or load) each configuration; a diverged run gives ``None`` instead of a Run.
+
+    Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
+    """
+    from ..runs import get_run
+    from ..train import TrainingDiverged
+
+    runs = []
+    for cfg in configs:
+        try:
+            runs.append(get_run(cfg))
+        except TrainingDiverged:
+            runs.append(None)
+    return runs
+
+
+def run_row(run, cfg: Config, **extra) -> dict[str, Any]:
+    """One table row: ``extra`` columns, then mIoU, mean training loss, time and steps."""
+    row = dict(extra)
+    if run is None:
+        row.update(miou=math.nan, mean_loss=math.nan, train_time_s=math.nan, steps=math.nan, status="diverged")
+        return row
+    final = run.final
+    hist = run.history
+    row.update(miou=float(final.get("miou", math.nan)),
+               mean_loss=float(hist["loss"].mean()) if "loss" in hist else math.nan,
+               train_time_s=float(final.get("train_time_s", math.nan)),
+               steps=int(final.get("steps", 0)), status="ok")
+    return row
+
+
+# ---- 1.1a optimizer × learning rate -----------------------------------------------------------------
+def optimizer_lr_configs(P: Mapping) -> list[Config]:
+    """One config per (optimizer, lr) of the profile's ``LRS``."""
+    return [base_config(P, optimizer=opt, optimizer_lr=lr) for opt in OPTIMIZERS for lr in P["LRS"]]
+
+
+def optimizer_lr_table(configs: Sequence[Config], runs: Sequence) -> pd.DataFrame:
+    """optimizer, lr, mIoU, mean loss, time per run."""
+    return pd.DataFrame([run_row(r, c, optimizer=c.optimizer, lr=c.optimizer_lr) for c, r in zip(configs, runs, strict=True)])
+
+
+def best_lr(table: pd.DataFrame, optimizer: str = "adam") -> float:
+    """The learning rate with the highest mIoU for ``optimizer`` (ties: the smaller lr)."""
+    sub = table[(table["optimizer"] == optimizer) & table["miou"].notna()]
+    if sub.empty:
+        raise ValueError(f"no finished {optimizer} run in the table")
+    sub = sub.sort_values(["miou", "lr"], ascending=[False, True])
+    return float(sub.iloc[0]["lr"])
+
+
+def histories(configs: Sequence[Config], runs: Sequence, optimizer: str) -> tuple[dict, dict]:
+    """``({label: steps DataFrame}, {label: lr})`` of the finished runs of one optimizer."""
+    hist, lrs = {}, {}
+    for c, r in zip(configs, runs, strict=True):
+        if r is not None and c.optimizer == optimizer and not r.history.empty:
+            label = f"{optimizer} lr={c.optimizer_lr:g}"
+            hist[label] = r.history
+            lrs[label] = c.optimizer_lr
+    return hist, lrs
+
+
+# ---- 1.1b batch size × epochs --------------------------------------------------------------------------
+def batch_epoch_configs(P: Mapping, lr: float) -> list[Config]:
+    """One config per (batch size, epochs) of ``BATCH_GRID`` × ``EPOCH_GRID`` (Adam at ``lr``)."""
+    return [base_config(P, optimizer_lr=lr, batch_size=b, num_epochs=e)
+            for b in P["BATCH_GRID"] for e in P["EPOCH_GRID"]]
+
+
+def batch_epoch_table(configs: Sequence[Config], runs: Sequence) -> pd.DataFrame:
+    """batch, epochs, mIoU, time, global steps (∝ epochs / batch)."""
+    return pd.DataFrame([run_row(r, c, batch_size=c.batch_size, epochs=c.num_epochs)
+                         for c, r in zip(configs, runs, strict=True)])
+
+
+# ---- 1.2a pretrained vs random encoder ---------------------------------------------------------------------
+def pretrain_root(P: Mapping) -> Path:
+    """Where the differently-seeded synthetic set for the offline "pretrained" encoder lives."""
+    return paths.data_dir() / f"synthetic_pretrain_seed{int(P['SEED']) + 1000}"
+
+
+def ensure_pretrain_set(P: Mapping, dataset_root: str | Path) -> Path:
+    """Generate the pretraining set: same image size as ``dataset_root``, another seed.
+
+    ``PRETRAIN_IMAGES`` training images (0 = as many as the main set has), a few val images.
+    """
+    from ..data.miniscapes import MiniscapesSplit
+    from ..data.synth import generate
+
+    main = MiniscapesSplit(dataset_root, "train")
+    h, w = main.image_size
+    n_train = int(P["PRETRAIN_IMAGES"]) or len(main)
+    return generate(pretrain_root(P), height=h, width=w, n_train=n_train, n_val=4, n_test=0,
+                    seed=int(P["SEED"]) + 1000, workers=None)
+
+
+def imagenet_available(encoder: str = "resnet18") -> bool:
+    """Whether torchvision's ImageNet weights are in the local torch hub cache (never downloaded)."""
+    from ..models import imagenet_checkpoint_path
+
+    return imagenet_checkpoint_path(encoder).is_file()
+
+
+def pretrain_config(P: Mapping, root: str | Path, lr: float) -> Config:
+    """The encoder-pretraining run: semseg on the other synthetic set, ``PRETRAIN_EPOCHS`` epochs."""
+    return base_config(P, dataset_root=str(root), optimizer_lr=lr, num_epochs=P["PRETRAIN_EPOCHS"],
+                       max_train_images=P["PRETRAIN_IMAGES"], max_val_images=4)
+
+
+# ---- 1.2b dilation -------------------------------------------------------------------------------------------
+def feature_pyramid_shapes(encoder: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
+    """Shape and stride of the stem and of each ResNet stage for input ``x`` (one forward pass)."""
+    rows = []
+    with torch.no_grad():
+        y = encoder.relu(encoder.bn1(encoder.conv1(x)))
+        rows.append({"stage": "stem (conv1)", "shape": tuple(y.shape), "stride": x.shape[-1] // y.shape[-1]})
+        y = encoder.maxpool(y)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            y = getattr(encoder, name)(y)
+            rows.append({"stage": name, "shape": tuple(y.shape), "stride": x.shape[-1] // y.shape[-1]})
+    return rows
+
+
+def pyramid_table(configs: Mapping[str, Config], height: int, width: int) -> pd.DataFrame:
+    """Feature-pyramid shapes (C×H×W) per stage for each labelled config's encoder."""
+    from ..models import build_model
+
+    h, w = height - height % 32, width - width % 32
+    x = torch.zeros(1, 3, h, w)
+    cols = {}
+    for label, cfg in configs.items():
+        model = build_model(cfg.replace(pretrained="random")).eval()
+        rows = feature_pyramid_shapes(model.encoder, x)
+        cols[label] = {r["stage"]: f"{r['shape'][1]}×{r['shape'][2]}×{r['shape'][3]} (stride {r['stride']})"
+                       for r in rows}
+    df = pd.DataFrame(cols)
+    df.index.name = f"input 3×{h}×{w}"
+    return df
+
+
+# ---- predictions ------------------------------------------------------------------------------------------------
+def val_samples(root: str | Path, n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` validation images and labels, cropped top-left to multiples of 32 (as evaluated)."""
+    from ..data.miniscapes import MiniscapesSplit
+
+    data = MiniscapesSplit(root, "val")
+    items = [data.read(i) for i in range(min(n, len(data)))]
+    h, w = items[0]["rgb"].shape[:2]
+    h, w = h - h % 32, w - w % 32
+    out = {"rgb": np.stack([it["rgb"][:h, :w] for it in items])}
+    if "semseg" in items[0]:
+        out["semseg"] = np.stack([it["semseg"][:h, :w] for it in items])
+    if "depth" in items[0]:
+        out["depth"] = np.stack([it["depth"][:h, :w] for it in items])
+    return out
+
+
+def predictions(runs: Mapping[str, Any], rgb: np.ndarray, task: str = "semseg") -> dict[str, np.ndarray]:
+    """``{label: prediction}`` of each finished run on the uint8 images ``rgb`` (B×H×W×3)."""
+    return {label: run.predict(rgb)[task] for label, run in runs.items() if run is not None}
+
+
+def fmt_lr(lr: float) -> str:
+    """``1e-04`` style."""
+    return f"{lr:.0e}"

@@ -1,0 +1,302 @@
+"""Execute the workbook's notebooks with papermill and collect their results.
+
+``python -m cvaia workbook`` (or :func:`run_workbook`) is the project's main job:
+
+1. make sure a data set exists (the synthetic set is generated when nothing else is there);
+2. execute every notebook of ``notebooks/`` in order with papermill (kernel ``python3``,
+   parameters ``PROFILE``, ``DATASET_ROOT``, ``DEVICE``; working directory ``notebooks/``)
+   into ``runs/executed/<profile>/NN_name.ipynb``. A previous executed copy is never
+   overwritten: it is renamed to ``NN_name.prev-<its time>.ipynb`` first;
+3. the notebooks save their figures through :func:`cvaia.plots.save` into
+   :func:`cvaia.paths.figures_dir`, and their headline numbers through
+   :func:`cvaia.experiments.record_headline` into ``$CVAIA_HEADLINES_DIR`` (set here to
+   ``<executed dir>/headlines``);
+4. print a summary table: each notebook's status, time, figures and headline numbers. A
+   failing notebook is reported with its failing cell and error, and the others still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from . import paths
+
+#: Folder of the course notebooks.
+NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"
+#: Jupyter kernel the notebooks run on.
+KERNEL_NAME = "python3"
+PROFILES = ("smoke", "quick", "full")
+#: Environment variable through which notebooks learn where to write their headline JSON.
+HEADLINES_ENV = "CVAIA_HEADLINES_DIR"
+
+
+class WorkbookError(ValueError):
+    """Bad runner input: unknown notebook, bad profile, missing folder."""
+
+
+@dataclass
+class NotebookResult:
+    """What happened to one notebook."""
+
+    name: str                     #: file stem, e.g. "01_semantic_segmentation"
+    source: Path                  #: the notebook that was executed
+    output: Path                  #: the executed copy (with outputs)
+    ok: bool = False
+    seconds: float = 0.0
+    headlines: dict[str, float] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    failed_cell: int | None = None    #: execution count of the failing cell (as shown in Jupyter)
+    failed_cell_index: int | None = None  #: index of the failing cell in the notebook
+    error: str | None = None          #: "ename: evalue"
+    previous: Path | None = None      #: where an earlier executed copy was moved to
+
+    @property
+    def number(self) -> str:
+        """The two-digit prefix ("01")."""
+        return self.name.split("_", 1)[0]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("source", "output", "previous"):
+            d[key] = str(d[key]) if d[key] is not None else None
+        d["figures"] = [str(p) for p in self.figures]
+        return d
+
+
+# ---- selecting notebooks --------------------------------------------------------------------
+def list_notebooks(notebooks_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The notebooks ``NN_name.ipynb`` of ``notebooks_dir`` in order (checkpoints excluded)."""
+    folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
+    if not folder.is_dir():
+        raise WorkbookError(f"notebooks folder {folder} does not exist")
+    found = [p for p in sorted(folder.glob("*.ipynb"))
+             if p.stem[:2].isdigit() and not p.stem.endswith(".prev")]
+    return found
+
+
+def select_notebooks(notebooks: Sequence[Path], only: str | Iterable[str] | None) -> list[Path]:
+    """The notebooks named by ``only`` (``"01,02"``, numbers or full stems); all when empty.
+
+    Unknown names raise :class:`WorkbookError` listing the available notebooks.
+    """
+    if only is None or only == "" or only == []:
+        return list(notebooks)
+    wanted = [s.strip() for s in only.split(",")] if isinstance(only, str) else [str(s).strip() for s in only]
+    wanted = [w for w in wanted if w]
+    chosen: list[Path] = []
+    for w in wanted:
+        key = w.removesuffix(".ipynb")
+        matches = [p for p in notebooks if p.stem == key or p.stem.split("_", 1)[0] == key.zfill(2)]
+        if not matches:
+            names = ", ".join(p.stem for p in notebooks) or "(none)"
+            raise WorkbookError(f"--only: no notebook {w!r}; available: {names}")
+        for p in matches:
+            if p not in chosen:
+                chosen.append(p)
+    return sorted(chosen, key=lambda p: notebooks.index(p))
+
+
+# ---- data -----------------------------------------------------------------------------------
+def ensure_dataset(dataset_root: str | os.PathLike | None = "",
+                   log: Callable[[str], None] = print) -> Path:
+    """The data root to use; the default synthetic set is generated when it is missing.
+
+    An explicit ``dataset_root`` must exist (a :class:`WorkbookError` says so otherwise);
+    an empty one means the real miniscapes set when present, else ``data/synthetic``.
+    """
+    explicit = dataset_root is not None and str(dataset_root).strip() != ""
+    root = paths.resolve_dataset_root(dataset_root)
+    if (root / "train" / "rgb").is_dir():
+        return root
+    if explicit and root != paths.synthetic_root():
+        raise WorkbookError(f"--dataset_root: {root} is not a miniscapes-format data set "
+                            f"(expected {root}/train/rgb)")
+    from .data.synth import generate
+
+    log(f"building the synthetic data set in {root} (first run only) ...")
+    t0 = time.perf_counter()
+    generate(root)
+    log(f"  done in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+# ---- execution ------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Temporarily set environment variables (the kernel inherits them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _keep_previous(output: Path) -> Path | None:
+    """Rename an existing executed copy to ``<stem>.prev-<its mtime>.ipynb``; return the new path."""
+    if not output.exists():
+        return None
+    stamp = datetime.fromtimestamp(output.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    target = output.with_name(f"{output.stem}.prev-{stamp}.ipynb")
+    n = 1
+    while target.exists():
+        target = output.with_name(f"{output.stem}.prev-{stamp}-{n}.ipynb")
+        n += 1
+    output.rename(target)
+    return target
+
+
+def _read_headlines(path: Path) -> dict[str, float]:
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    values = data.get("values", data) if isinstance(data, dict) else {}
+    return {str(k): float(v) for k, v in values.items()}
+
+
+def _new_figures(folder: Path, since: float) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.png") if p.stat().st_mtime >= since - 1.0)
+
+
+def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | None = None,
+                     headlines_dir: Path, progress_bar: bool = False,
+                     execution_timeout: float | None = None) -> NotebookResult:
+    """Execute one notebook with papermill; failures are caught and described in the result."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    result = NotebookResult(name=source.stem, source=source, output=output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    headlines_dir.mkdir(parents=True, exist_ok=True)
+    headline_file = headlines_dir / f"{result.number}.json"
+    headline_file.unlink(missing_ok=True)  # a stale file would be mistaken for this run's numbers
+    result.previous = _keep_previous(output)
+    kwargs = {}
+    if execution_timeout:
+        kwargs["execution_timeout"] = execution_timeout
+    start = time.time()
+    t0 = time.perf_counter()
+    try:
+        with _environ(**{HEADLINES_ENV: str(headlines_dir), "MPLBACKEND": "Agg",
+                         "CVAIA_STATIC_WIDGETS": "1"}):
+            pm.execute_notebook(str(source), str(output), parameters=parameters,
+                                kernel_name=KERNEL_NAME, cwd=str(cwd or source.parent),
+                                progress_bar=progress_bar, log_output=False, **kwargs)
+        result.ok = True
+    except PapermillExecutionError as exc:
+        result.failed_cell = exc.exec_count
+        result.failed_cell_index = exc.cell_index
+        result.error = f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # kernel died, timeout, unreadable notebook ...
+        result.error = f"{type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - t0
+    result.figures = _new_figures(paths.figures_dir(), start)
+    try:
+        result.headlines = _read_headlines(headline_file)
+    except (ValueError, OSError) as exc:
+        result.ok = False
+        result.error = result.error or f"unreadable headline file {headline_file}: {exc}"
+    return result
+
+
+def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None, *,
+                 out: str | os.PathLike | None = None, dataset_root: str | os.PathLike | None = "",
+                 device: str = "auto", notebooks_dir: str | os.PathLike | None = None,
+                 extra_parameters: dict | None = None, build_data: bool = True,
+                 execution_timeout: float | None = None,
+                 log: Callable[[str], None] = print) -> list[NotebookResult]:
+    """Execute the notebooks (all, or those in ``only``) in order; return one result each.
+
+    ``out`` defaults to ``<runs>/executed/<profile>``. Every notebook runs even when an
+    earlier one failed. A ``summary.json`` is written next to the executed notebooks.
+    """
+    if profile not in PROFILES:
+        raise WorkbookError(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
+    if not notebooks:
+        raise WorkbookError(f"no notebooks found in {notebooks_dir or NOTEBOOKS_DIR}")
+    out_dir = Path(out).expanduser().resolve() if out else paths.runs_dir() / "executed" / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    headlines_dir = out_dir / "headlines"
+    if build_data:
+        root = ensure_dataset(dataset_root, log=log)
+    else:
+        root = paths.resolve_dataset_root(dataset_root)
+    parameters = {"PROFILE": profile, "DATASET_ROOT": str(root), "DEVICE": device}
+    parameters.update(extra_parameters or {})
+    log(f"workbook: {len(notebooks)} notebook(s), profile {profile}, data {root}, device {device}")
+    log(f"  executed copies -> {out_dir}; figures -> {paths.figures_dir()}")
+    results = []
+    for source in notebooks:
+        log(f"[{source.stem}] running ...")
+        result = execute_notebook(source, out_dir / source.name, parameters,
+                                  cwd=source.parent, headlines_dir=headlines_dir,
+                                  progress_bar=sys.stderr.isatty(),
+                                  execution_timeout=execution_timeout)
+        if result.previous is not None:
+            log(f"  previous executed copy kept as {result.previous.name}")
+        if result.ok:
+            log(f"  ok in {result.seconds:.1f} s, {len(result.figures)} figure(s)")
+        else:
+            where = f"cell [{result.failed_cell}]" if result.failed_cell is not None else "execution"
+            log(f"  FAILED at {where} after {result.seconds:.1f} s: {result.error}")
+        results.append(result)
+    summary = {"profile": profile, "dataset_root": str(root), "device": device,
+               "finished": datetime.now().isoformat(timespec="seconds"),
+               "notebooks": [r.to_dict() for r in results]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return results
+
+
+# ---- reporting ------------------------------------------------------------------------------
+def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4g}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def summary_table(results: Sequence[NotebookResult], width: int = 100) -> str:
+    """A plain-text table: notebook, status, time, figures, headline numbers (wrapped)."""
+    name_w = max([len("notebook")] + [len(r.name) for r in results])
+    head = f"{'notebook':<{name_w}}  {'status':<6}  {'time':>8}  {'figs':>4}  headline numbers"
+    lines = [head, "-" * max(len(head), min(width, 120))]
+    indent = " " * (name_w + 26)
+    for r in results:
+        status = "ok" if r.ok else "FAILED"
+        prefix = f"{r.name:<{name_w}}  {status:<6}  {r.seconds:>7.1f}s  {len(r.figures):>4}  "
+        items = [f"{k}={_fmt(v)}" for k, v in r.headlines.items()] or ["-"]
+        row, rows = prefix, []
+        for item in items:
+            if len(row) + len(item) + 2 > width and row.strip() and row != prefix:
+                rows.append(row.rstrip(", "))
+                row = indent
+            row += item + ", "
+        rows.append(row.rstrip(", "))
+        lines.extend(rows)
+        if not r.ok:
+            where = f"cell [{r.failed_cell}]" if r.failed_cell is not None else "execution"
+            lines.append(f"{indent}error at {where}: {r.error}")
+            lines.append(f"{indent}see {r.output}")
+    total = sum(r.seconds for r in results)
+    failed = sum(not r.ok for r in results)
+    lines.append("-" * max(len(head), min(width, 120)))
+    lines.append(f"{len(results)} notebook(s), {failed} failed, {total:.1f} s in total")
+    return "\n".join(lines)
