@@ -171,8 +171,13 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
     cuda = device.startswith("cuda")
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = list(model.parameters()) + list(criterion.parameters())
-    opt = torch.optim.Adam(params, lr=cfg.optimizer_lr, fused=True if (arm == "fast" and cuda) else None)
+    if arm == "fast":  # the trainer's optimizer (fused on CUDA, multi-tensor elsewhere)
+        from .train import build_optimizer
+
+        opt = build_optimizer(cfg, model, criterion, torch.device(device))
+    else:  # the template's plain Adam
+        params = list(model.parameters()) + list(criterion.parameters())
+        opt = torch.optim.Adam(params, lr=cfg.optimizer_lr, weight_decay=cfg.optimizer_weight_decay)
     step_model = torch.compile(model) if cfg.compile else model
     batches = _fast_batches(cfg, root, device) if arm == "fast" else _reference_batches(cfg, root, device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
