@@ -1,0 +1,139 @@
+"""Problem 4 — adaptive depth bins with attention (notebook ``04_adaptive_depth``).
+
+The adaptive-depth model (``adaptive_depth``): latent tokens from a feature map pass through
+transformer blocks and become depth bins; every pixel mixes the bins with softmax weights.
+The experiments of the report — latent source, width/heads (the √d_k comparison), positional
+embedding, dropout, heads × expansion, ASPP latents with 8 heads and 6 layers — are the
+named variants of :func:`variants`; :func:`cost_grid` gives the sizes of the attention-cost
+measurements (:mod:`cvaia.attention_cost`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pandas as pd
+
+from ..config import Config, make_config
+
+PROFILES = {
+    # plumbing only: every experiment present (2 variants where the syllabus has 3), tiny widths
+    "smoke": {"EPOCHS": 1, "TRAIN_IMAGES": 4, "VAL_IMAGES": 2, "CROP_SIZE": 64, "BATCH_SIZE": 4,
+              "LR": 1e-3, "NUM_BINS": 16, "NUM_LAYERS": 1,
+              "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
+              "DIM_HEADS": [[32, 4], [64, 8]],
+              "POS_EMBEDS": ["none", "query"], "DROPOUTS": [0.1, 0.0],
+              "HEADS_GRID": [4], "EXPANSION_GRID": [2, 4], "ASPP_HEADS": 8, "ASPP_LAYERS": 2,
+              "DEPTH_GRIDS": ["latents"], "GRID_IMAGES": 1,
+              "COST_BASE": {"B": 2, "N": 64, "D": 32, "H": 4},
+              "COST_GRID": {"N": [16, 32, 64], "D": [16, 32, 64], "H": [1, 2, 4], "B": [1, 2, 4]},
+              "COST_REPEATS": 1},
+    # real (short) learning on the synthetic set; the report's widths, the whole variant list
+    "quick": {"EPOCHS": 3, "TRAIN_IMAGES": 32, "VAL_IMAGES": 4, "CROP_SIZE": 64, "BATCH_SIZE": 4,
+              "LR": 1e-3, "NUM_BINS": 64, "NUM_LAYERS": 2,
+              "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
+              "DIM_HEADS": [[256, 4], [512, 4], [512, 8]],
+              "POS_EMBEDS": ["none", "query", "input"], "DROPOUTS": [0.1, 0.0],
+              "HEADS_GRID": [4, 8], "EXPANSION_GRID": [2, 4], "ASPP_HEADS": 8, "ASPP_LAYERS": 6,
+              "DEPTH_GRIDS": ["latents", "width", "pos_embed", "dropout", "heads_expansion", "aspp"],
+              "GRID_IMAGES": 2,
+              "COST_BASE": {"B": 4, "N": 256, "D": 256, "H": 4},
+              "COST_GRID": {"N": [64, 128, 256, 512, 1024], "D": [64, 128, 256, 512, 1024],
+                            "H": [1, 2, 4, 8, 16], "B": [1, 2, 4, 8, 16]},
+              "COST_REPEATS": 3},
+    # course scale (GPU)
+    "full": {"EPOCHS": 8, "TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "CROP_SIZE": 256, "BATCH_SIZE": 8,
+             "LR": 1e-4, "NUM_BINS": 64, "NUM_LAYERS": 2,
+             "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
+             "DIM_HEADS": [[256, 4], [512, 4], [512, 8]],
+             "POS_EMBEDS": ["none", "query", "input"], "DROPOUTS": [0.1, 0.0],
+             "HEADS_GRID": [2, 4, 8], "EXPANSION_GRID": [2, 4, 8], "ASPP_HEADS": 8, "ASPP_LAYERS": 6,
+             "DEPTH_GRIDS": ["latents", "width", "pos_embed", "dropout", "heads_expansion", "aspp"],
+             "GRID_IMAGES": 3,
+             "COST_BASE": {"B": 8, "N": 1024, "D": 256, "H": 4},
+             "COST_GRID": {"N": [256, 512, 1024, 2048, 4096, 8192], "D": [64, 128, 256, 512, 1024],
+                           "H": [1, 2, 4, 8, 16], "B": [1, 2, 4, 8, 16, 32]},
+             "COST_REPEATS": 10},
+}
+
+#: The report's findings, as the notebook states them before checking them.
+REPORT_FINDINGS = {
+    "width": "dim 256 (4 heads) better early than 512",
+    "pos_embed": "positional embedding gives no gain",
+    "dropout": "dropout helps",
+    "latents": "latents from the lowest encoder features best overall",
+    "aspp": "ASPP latents best with 8 heads and 6 layers",
+}
+
+
+def base_config(P: Mapping, **overrides) -> Config:
+    """The baseline adaptive-depth run: lowest latents, ``DIM_HEADS[0]``, no positional
+    embedding, dropout ``DROPOUTS[0]``, expansion 4, ``NUM_LAYERS`` blocks, ``NUM_BINS`` bins."""
+    dim, heads = P["DIM_HEADS"][0]
+    kw = dict(model_name="adaptive_depth", tasks=("depth",), dataset_root=str(P["DATASET_ROOT"]),
+              optimizer="adam", optimizer_lr=P["LR"], num_epochs=P["EPOCHS"], batch_size=P["BATCH_SIZE"],
+              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
+              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
+              latents_source="lowest", transformer_dim=dim, num_heads=heads, expansion=4,
+              num_transformer_layers=P["NUM_LAYERS"], dropout=P["DROPOUTS"][0], pos_embed="none",
+              num_bins=P["NUM_BINS"], quiet=True)
+    kw.update(overrides)
+    return make_config(**kw)
+
+
+def variants(P: Mapping) -> dict[str, dict[str, dict]]:
+    """The experiments: ``{experiment: {variant label: config overrides of the baseline}}``.
+
+    Variants with the same overrides are the same run (the run store trains it once).
+    """
+    d0, h0 = P["DIM_HEADS"][0]
+    exps: dict[str, dict[str, dict]] = {}
+    exps["latents"] = {src: {"latents_source": src} for src in P["LATENT_SOURCES"]}
+    exps["width"] = {f"dim {d}, {h} heads (d_k={d // h})": {"transformer_dim": d, "num_heads": h}
+                     for d, h in P["DIM_HEADS"]}
+    exps["pos_embed"] = {pe: {"pos_embed": pe} for pe in P["POS_EMBEDS"]}
+    exps["dropout"] = {f"dropout {p:g}": {"dropout": p} for p in P["DROPOUTS"]}
+    exps["heads_expansion"] = {f"{h} heads, expansion {e}": {"num_heads": h, "expansion": e}
+                               for h in P["HEADS_GRID"] for e in P["EXPANSION_GRID"] if d0 % h == 0}
+    exps["aspp"] = {
+        f"aspp, {h0} heads, {P['NUM_LAYERS']} layers": {"latents_source": "aspp"},
+        f"aspp, {P['ASPP_HEADS']} heads, {P['ASPP_LAYERS']} layers": {
+            "latents_source": "aspp", "num_heads": P["ASPP_HEADS"], "num_transformer_layers": P["ASPP_LAYERS"]},
+    }
+    return exps
+
+
+def configs(P: Mapping) -> dict[str, dict[str, Config]]:
+    """:func:`variants` as validated configs."""
+    return {exp: {label: base_config(P, **ov) for label, ov in vs.items()} for exp, vs in variants(P).items()}
+
+
+def experiment_table(runs: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
+    """One row per (experiment, variant): final and best SILog, best epoch, time, parameters."""
+    rows = []
+    for exp, by_label in runs.items():
+        for label, run in by_label.items():
+            ep = run.epochs
+            final = run.final
+            rows.append({"experiment": exp, "variant": label,
+                         "silog_final": final.get("si_log_rmse"),
+                         "silog_best": float(ep["si_log_rmse"].min()) if len(ep) else float("nan"),
+                         "silog_epoch1": float(ep["si_log_rmse"].iloc[0]) if len(ep) else float("nan"),
+                         "abs_rel": final.get("abs_rel"), "delta1": final.get("delta1"),
+                         "train_time_s": final.get("train_time_s"), "params": final.get("params"),
+                         "run": run.name})
+    return pd.DataFrame(rows)
+
+
+def best_of(table: pd.DataFrame, experiment: str, key: str = "silog_final") -> tuple[str, float]:
+    """The variant of ``experiment`` with the lowest ``key`` (SILog: lower is better)."""
+    part = table[table["experiment"] == experiment]
+    if part.empty:
+        raise ValueError(f"best_of: no rows for experiment {experiment!r}")
+    row = part.loc[part[key].idxmin()]
+    return str(row["variant"]), float(row[key])
+
+
+def silog_curves(runs: Mapping[str, object]) -> dict[str, pd.DataFrame]:
+    """``{label: DataFrame(epoch, si_log_rmse)}`` for :func:`cvaia.plots.loss_curves`."""
+    return {label: run.epochs[["epoch", "si_log_rmse"]] for label, run in runs.items()}
