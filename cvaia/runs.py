@@ -16,7 +16,8 @@ Contents of a run folder (every file written atomically)::
     metrics.json        {"epochs": [row + per_class_iou, ...], "best_epoch", "best_key"}
     confusion.npy       19×19 confusion matrix of the best epoch (rows = ground truth)
     checkpoints/last.pt {"model", "optimizer", "scheduler", "loss", "scaler", "epoch", "step",
-    checkpoints/best.pt  "rng", "config", "best_value", "best_epoch"}
+    checkpoints/best.pt  "rng", "config", "best_value", "best_epoch"}; once the run is finished
+                        the resume-only entries (optimizer, scheduler, scaler, rng) are dropped
     tb/                 TensorBoard event files
     done.json           {"final": {...}, "best": {...}, "summary": {...}} — the run is finished
     diverged.json       {"message", "step"} — training stopped on a NaN/inf loss (asking for the

@@ -76,9 +76,13 @@ def test_run_learns(tiny_root, isolated_dirs):
     assert meta["dataset_root"] == str(tiny_root.resolve())
     assert meta["config"] == cfg.to_dict() and meta["versions"]["torch"] == torch.__version__
     assert (run.path / "tb").is_dir() and any((run.path / "tb").iterdir())
+    # A finished run keeps weights and bookkeeping, not the optimizer state only a resume needs.
     ckpt = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
-    assert {"model", "optimizer", "scheduler", "loss", "epoch", "step", "rng", "config"} <= set(ckpt)
+    assert {"model", "loss", "epoch", "step", "config", "best_epoch"} <= set(ckpt) and ckpt["slim"]
+    assert not {"optimizer", "scheduler", "rng"} & set(ckpt)
     assert (ckpt["epoch"], ckpt["step"]) == (4, 8)
+    best = torch.load(run.path / "checkpoints" / "best.pt", weights_only=False)
+    assert "optimizer" not in best and best["epoch"] == final["best_epoch"]
 
 
 def test_kill_and_resume_matches_uninterrupted(tiny_root, tmp_path):
