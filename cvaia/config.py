@@ -79,8 +79,8 @@ class Config:
     model_encoder_name: str = _f("resnet18", "encoder backbone", choices=ENCODER_NAMES)
     pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | path to a cvaia checkpoint")
     encoder_dilation: tuple = _f((False, False, True), "replace_stride_with_dilation for layer2..4, e.g. F,F,T")
-    aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated")
-    decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder")
+    aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated (\"\" = no atrous branches)")
+    decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder (0 = no skip)")
     decoder_num_convs: int = _f(2, "number of 3x3 convs after the decoder concat (1-3)")
     # adaptive depth / transformer options
     latents_source: str = _f("lowest", "features the adaptive-depth latents come from", choices=("lowest", "decoder", "aspp"))
@@ -138,12 +138,13 @@ class Config:
             elif choices is not None and value not in choices:
                 raise ConfigError(f"--{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
         positive = ("num_epochs", "batch_size", "batch_size_validation", "aug_input_crop_size",
-                    "transformer_dim", "num_heads", "expansion", "num_bins", "decoder_skip_channels",
+                    "transformer_dim", "num_heads", "expansion", "num_bins",
                     "log_every", "cross_attention_chunk")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
-        for name in ("max_train_images", "max_val_images", "workers", "num_transformer_layers"):
+        for name in ("max_train_images", "max_val_images", "workers", "num_transformer_layers",
+                     "decoder_skip_channels"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}: expected >= 0, got {getattr(self, name)}")
         if self.optimizer_lr <= 0:
@@ -154,8 +155,9 @@ class Config:
             raise ConfigError(f"--tasks: repeated task in {','.join(self.tasks)}")
         if len(self.encoder_dilation) != 3 or not all(isinstance(b, bool) for b in self.encoder_dilation):
             raise ConfigError(f"--encoder_dilation: expected three booleans like F,F,T, got {self.encoder_dilation!r}")
-        if not self.aspp_rates or not all(isinstance(r, int) and r > 0 for r in self.aspp_rates):
-            raise ConfigError(f"--aspp_rates: expected positive integers like 3,6,9, got {self.aspp_rates!r}")
+        if not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in self.aspp_rates):
+            raise ConfigError(f"--aspp_rates: expected positive integers like 3,6,9 (or \"\" for no atrous "
+                              f"branches), got {self.aspp_rates!r}")
         if not 1 <= self.decoder_num_convs <= 3:
             raise ConfigError(f"--decoder_num_convs: expected 1, 2 or 3, got {self.decoder_num_convs}")
         root = int(round(self.num_bins ** 0.5))

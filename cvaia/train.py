@@ -65,7 +65,6 @@ from .utils import (
     worker_init_fn,
 )
 
-
 #: Checkpoint entries only a resume needs; a finished run's checkpoints drop them.
 SLIM_DROPPED = ("optimizer", "scheduler", "scaler", "rng")
 

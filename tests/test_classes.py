@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from cvaia.data.classes import IGNORE_INDEX, NUM_CLASSES, class_colors, class_names, colorize, palette
+from cvaia.data.classes import (
+    IGNORE_INDEX,
+    NUM_CLASSES,
+    class_colors,
+    class_names,
+    colorize,
+    palette,
+)
 
 
 def test_table_matches_torchvision_cityscapes():

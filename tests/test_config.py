@@ -43,6 +43,9 @@ def test_flag_strings_are_coerced():
     (dict(encoder_dilation="F,T"), "--encoder_dilation"),
     (dict(aug_geom_reflect="maybe"), "--aug_geom_reflect"),
     (dict(model_name="adaptive_depth", tasks="semseg,depth"), "--tasks"),
+    (dict(aspp_rates="3,0,9"), "--aspp_rates"),
+    (dict(aspp_rates="3,x"), "--aspp_rates"),
+    (dict(decoder_skip_channels=-1), "--decoder_skip_channels"),
 ])
 def test_bad_values_name_the_flag(kw, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -63,6 +66,21 @@ def test_argparse_round_trip():
     assert cfg.model_name == "deeplabv3p_multitask" and cfg.batch_size == 8
     assert cfg.aug_geom_reflect is True and cfg.tasks == ("semseg",)
     assert make_config(**cfg.to_dict()) == cfg
+
+
+def test_ablation_values_no_atrous_and_no_skip():
+    """``aspp_rates`` may be empty (no atrous branches); ``decoder_skip_channels`` may be 0 (no skip)."""
+    for rates in ("", (), []):
+        assert make_config(aspp_rates=rates).aspp_rates == ()
+    cfg = make_config(aspp_rates="", decoder_skip_channels=0)
+    assert cfg.decoder_skip_channels == 0
+    assert make_config(**cfg.to_dict()) == cfg  # survives the run store's config.json round trip
+    assert len({cfg.config_hash(), make_config().config_hash(), make_config(aspp_rates="").config_hash(),
+                make_config(decoder_skip_channels=0).config_hash()}) == 4
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--aspp_rates", "", "--decoder_skip_channels", "0"])
+    assert config_from_args(args) == cfg
 
 
 def test_float16_flag_sets_precision():

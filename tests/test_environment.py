@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+
+try:  # Python >= 3.11
+    import tomllib
+except ImportError:  # Python 3.10: the tomli backport, when installed
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parent.parent
 

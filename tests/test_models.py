@@ -82,6 +82,9 @@ def test_joint_model_channel_split():
 DEAD_PARAM_CONFIGS = [
     dict(model_name="deeplabv3p"),
     dict(model_name="deeplabv3p_multitask"),
+    # the ablations of problem 1.3: ASPP without atrous branches, decoder without skip
+    dict(model_name="deeplabv3p", tasks="semseg", aspp_rates="", decoder_skip_channels=0, encoder_dilation="F,F,F"),
+    dict(model_name="deeplabv3p_multitask", aspp_rates="", decoder_skip_channels=0),
     dict(model_name="adaptive_depth", tasks="depth", latents_source="lowest", pos_embed="query", dropout=0.2),
     dict(model_name="adaptive_depth", tasks="depth", latents_source="decoder", pos_embed="input",
          transformer_reducer="conv"),
@@ -330,3 +333,68 @@ def test_aspp_batch_of_one_in_training_is_a_clear_error():
         aspp(torch.randn(1, 8, 5, 5))
     assert aspp(torch.randn(2, 8, 5, 5)).shape == (2, 4, 5, 5)
     assert aspp.eval()(torch.randn(1, 8, 5, 5)).shape == (1, 4, 5, 5)  # evaluation: batch 1 is fine
+
+
+# ---- ablations of problem 1.3 -------------------------------------------------------------------
+@pytest.mark.parametrize("dilation", ["F,F,F", "F,F,T"])
+def test_ablation_no_atrous_no_skip_shapes_and_modules(dilation):
+    """``--aspp_rates ""`` and ``--decoder_skip_channels 0``: the modules are really gone."""
+    model = _model(tasks="semseg", aspp_rates="", decoder_skip_channels=0, encoder_dilation=dilation)
+    assert model.aspp.rates == () and len(model.aspp.branches) == 2  # 1x1 + image pooling
+    assert model.aspp.fuse.in_channels == 2 * 256
+    assert not any(isinstance(m, nn.Conv2d) and m.dilation != (1, 1) for m in model.aspp.modules())
+    assert model.decoder.skip_proj is None and model.decoder.convs[0].in_channels == 256
+    assert not any("skip_proj" in n for n, _ in model.named_parameters())
+    model.eval()
+    with torch.no_grad():
+        _check_outputs(model(torch.randn(1, 3, 40, 56)), ("semseg",), (40, 56), 1)
+    # the report's settings are untouched: 3 atrous branches, a 64 → 48 skip projection
+    full = _model(tasks="semseg")
+    assert full.aspp.rates == (3, 6, 9) and len(full.aspp.branches) == 5
+    assert full.decoder.skip_proj.in_channels == 64 and full.decoder.skip_proj.out_channels == 48
+
+
+def test_decoder_without_skip_ignores_the_skip_values():
+    """Without a skip connection the stride-4 features only give the output size."""
+    from cvaia.models import DecoderDeepLabV3p
+
+    torch.manual_seed(0)
+    dec = DecoderDeepLabV3p(16, 8, out_ch=5, skip_channels=0, num_convs=1).eval()
+    bottleneck = torch.randn(2, 16, 3, 4)
+    with torch.no_grad():
+        a, fa = dec(bottleneck, torch.randn(2, 8, 12, 16))
+        b, fb = dec(bottleneck, torch.randn(2, 8, 12, 16))
+    assert a.shape == (2, 5, 12, 16) and fa.shape == (2, 256, 12, 16)
+    torch.testing.assert_close(a, b)
+    # with a skip the same call does depend on the skip features
+    dec = DecoderDeepLabV3p(16, 8, out_ch=5, skip_channels=4, num_convs=1).eval()
+    with torch.no_grad():
+        assert not torch.allclose(dec(bottleneck, torch.randn(2, 8, 12, 16))[0],
+                                  dec(bottleneck, torch.randn(2, 8, 12, 16))[0])
+    with pytest.raises(ValueError, match="skip_channels"):
+        DecoderDeepLabV3p(16, 8, out_ch=5, skip_channels=-1)
+
+
+def test_aspp_without_atrous_is_pointwise_plus_global_context():
+    """No atrous branch: away from a perturbed pixel, outputs move only by the (spatially constant)
+    change of the image-pooling branch."""
+    from cvaia.models import ASPP
+
+    torch.manual_seed(0)
+    aspp = ASPP(6, 4, rates=()).eval()
+    x = torch.randn(1, 6, 7, 9)
+    y = x.clone()
+    y[..., 3, 4] += 5.0
+    with torch.no_grad():
+        diff = aspp(y) - aspp(x)
+    mask = torch.ones(7, 9, dtype=torch.bool)
+    mask[3, 4] = False
+    away = diff[..., mask]  # 1×4×62: the same shift at every other pixel
+    torch.testing.assert_close(away, away[..., :1].expand_as(away))
+    # a 3x3 atrous branch (rate 1) makes the neighbours differ from the far pixels
+    aspp = ASPP(6, 4, rates=(1,)).eval()
+    with torch.no_grad():
+        diff = aspp(y) - aspp(x)
+    assert not torch.allclose(diff[..., 3, 5], diff[..., 0, 0])
+    with pytest.raises(ValueError, match="rates"):
+        ASPP(6, 4, rates=(0,))

@@ -101,6 +101,23 @@ def test_final_decoder_variant():
     assert table["decoder"] == decoder(256, 20, skip=64, convs=3)
 
 
+
+def test_ablation_tables_no_atrous_no_skip():
+    """Problem 1.3's ablations: ASPP = 1x1 + pooling + fuse; decoder without the skip projection."""
+    no_atrous = aspp(rates=0)
+    # 1x1 512→256 + pooling 1x1 512→256 + fuse 512→256 (with bias) + 2 BNs
+    assert no_atrous == 2 * 512 * 256 + 2 * 256 * 256 + 256 + 2 * 2 * 256 == 394_496
+    base = make_config(tasks="semseg", encoder_dilation="F,F,F", aspp_rates="", decoder_skip_channels=0)
+    table = parameter_table(build_model(base))
+    assert table == {"encoder": ENCODER, "aspp": no_atrous, "decoder": decoder(256, 19, skip=0)}
+    assert table["decoder"] == 256 * 256 * 9 + 256 + 2 * 256 + 256 * 256 * 9 + 256 + 2 * 256 + 256 * 19 + 19
+    # dilation changes no parameter count; skip 48 adds exactly the projection and the wider first conv
+    assert parameter_table(build_model(base.replace(encoder_dilation="F,F,T"))) == table
+    with_skip = parameter_table(build_model(base.replace(encoder_dilation="F,F,T", aspp_rates="3,6,9",
+                                                         decoder_skip_channels=48)))
+    assert with_skip == {"encoder": ENCODER, "aspp": ASPP, "decoder": decoder(256, 19)}
+    assert with_skip["decoder"] - table["decoder"] == conv(64, 48, 1, bias=True) + 48 * 256 * 9
+
 def test_adaptive_depth_defaults():
     model = build_model(make_config(model_name="adaptive_depth", tasks="depth"))
     table = parameter_table(model)

@@ -4,7 +4,8 @@ DeepLabV3+ on semseg only (``--tasks semseg``):
 
 - 1.1a optimizer × learning rate (SGD and Adam), 1.1b batch size × epochs;
 - 1.2a pretrained vs random encoder, 1.2b dilation of the last stage;
-- 1.3 the ASPP + DeepLabV3+ decoder: skip-projection channels and number of 3×3 convs.
+- 1.3 the ASPP + DeepLabV3+ decoder: skip-projection channels and number of 3×3 convs, and the
+  ablation grid "no dilation vs dilation vs ASPP + skip" (:func:`ablation_configs`).
 
 Every experiment is a :class:`~cvaia.config.Config` for the run store, so re-running the
 notebook re-uses finished runs. Runs leave ``name`` empty, so that the same configuration
@@ -206,6 +207,46 @@ def pyramid_table(configs: Mapping[str, Config], height: int, width: int) -> pd.
     df.index.name = f"input 3×{h}×{w}"
     return df
 
+
+
+# ---- 1.3 ablation: no dilation vs dilation vs ASPP + skip --------------------------------------------------
+def ablation_configs(P: Mapping, lr: float, skip_channels: int = 48) -> dict[str, Config]:
+    """The three models of the 1.3 prediction grid, each adding one ingredient to the previous.
+
+    - ``baseline``: encoder (F,F,F) (bottleneck at stride 32), ASPP *without* atrous branches
+      (``aspp_rates=()``: 1×1 branch + image pooling + 1×1 fuse), decoder *without* skip
+      (``decoder_skip_channels=0``: it refines the upsampled bottleneck alone);
+    - ``dilation``: the same with encoder (F,F,T) (bottleneck at stride 16);
+    - ``aspp_skip``: the full DeepLabV3+: (F,F,T), atrous rates (3, 6, 9) and a
+      ``skip_channels`` skip projection (the best width of the sweep is a cached run).
+    """
+    return {
+        "baseline": base_config(P, optimizer_lr=lr, encoder_dilation=(False, False, False), aspp_rates=(),
+                                decoder_skip_channels=0),
+        "dilation": base_config(P, optimizer_lr=lr, encoder_dilation=(False, False, True), aspp_rates=(),
+                                decoder_skip_channels=0),
+        "aspp_skip": base_config(P, optimizer_lr=lr, encoder_dilation=(False, False, True), aspp_rates=(3, 6, 9),
+                                 decoder_skip_channels=int(skip_channels)),
+    }
+
+
+def ablation_label(cfg: Config) -> str:
+    """``"(F,F,T) · ASPP 1×1+pool · no skip"`` style description of an ablation config."""
+    dil = "(" + ",".join("T" if d else "F" for d in cfg.encoder_dilation) + ")"
+    aspp = f"ASPP rates {','.join(map(str, cfg.aspp_rates))}" if cfg.aspp_rates else "ASPP 1×1+pool"
+    skip = f"skip {cfg.decoder_skip_channels}" if cfg.decoder_skip_channels else "no skip"
+    return f"{dil} · {aspp} · {skip}"
+
+
+def ablation_table(configs: Mapping[str, Config], runs: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per ablation model: what it has, its parameters, mIoU, loss and time."""
+    from ..models import build_model
+
+    rows = []
+    for key, cfg in configs.items():
+        n_params = sum(p.numel() for p in build_model(cfg.replace(pretrained="random")).parameters())
+        rows.append(run_row(runs.get(key), cfg, model=key, description=ablation_label(cfg), params_m=n_params / 1e6))
+    return pd.DataFrame(rows)
 
 # ---- predictions ------------------------------------------------------------------------------------------------
 def val_samples(root: str | Path, n: int) -> dict[str, np.ndarray]:

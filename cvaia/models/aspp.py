@@ -47,6 +47,9 @@ class ASPP(nn.Module):
     Parameters (R rates): ``in·out`` (1x1) + ``R·9·in·out`` (atrous) + ``in·out`` (pooling)
     + ``(2+R)·out·out + out`` (fuse) + ``2·out`` per BN, ``(2+R)`` BNs.
 
+    ``rates=()`` is the ablation "ASPP without atrous branches": only the 1x1 branch and image
+    pooling, fused by the 1x1 conv — the local view and the global context, nothing in between.
+
     Note: the pooling branch's BN sees one value per channel and image, so training needs a
     batch of at least 2 (as in torchvision); evaluation works with batch 1.
     """
@@ -54,8 +57,8 @@ class ASPP(nn.Module):
     def __init__(self, in_ch: int, out_ch: int = 256, rates=(3, 6, 9)) -> None:
         super().__init__()
         rates = tuple(int(r) for r in rates)
-        if not rates or any(r <= 0 for r in rates):
-            raise ValueError(f"ASPP rates: expected positive integers, got {rates}")
+        if any(r <= 0 for r in rates):
+            raise ValueError(f"ASPP rates: expected positive integers (or none), got {rates}")
         self.rates = rates
         branches = [_conv_bn_relu(in_ch, out_ch, 1)]
         branches += [_conv_bn_relu(in_ch, out_ch, 3, dilation=r) for r in rates]

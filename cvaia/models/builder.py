@@ -15,7 +15,11 @@ NUM_CLASSES = 19
 def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random",
                encoder_dilation=(False, False, True), aspp_rates=(3, 6, 9), skip_channels: int = 48,
                num_convs: int = 2, num_classes: int = NUM_CLASSES) -> DeepLabV3p:
-    """Joint DeepLabV3+ (one decoder, 19+1 channels for both tasks)."""
+    """Joint DeepLabV3+ (one decoder, 19+1 channels for both tasks).
+
+    ``aspp_rates=()`` builds the ASPP without atrous branches and ``skip_channels=0`` the
+    decoder without skip connection (the ablations of problem 1.3).
+    """
     enc = resnet_encoder(encoder, encoder_dilation, weights)
     return DeepLabV3p(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
 

@@ -14,6 +14,8 @@ class DecoderDeepLabV3p(nn.Module):
       stride-4 encoder features;
     - the bottleneck features are upsampled bilinearly to the skip's size and concatenated
       (bottleneck first, then skip);
+    - ``skip_channels=0`` is the ablation "no skip connection": there is no projection module,
+      and the convs see the upsampled bottleneck alone (``skip`` only gives the stride-4 size);
     - ``num_convs`` × [3x3 conv → ``mid_ch`` (with bias) + BN + ReLU];
     - final 1x1 conv (with bias) ``mid_ch → out_ch``.
 
@@ -27,9 +29,10 @@ class DecoderDeepLabV3p(nn.Module):
         super().__init__()
         if not 1 <= num_convs <= 3:
             raise ValueError(f"DecoderDeepLabV3p num_convs: expected 1, 2 or 3, got {num_convs}")
-        if skip_channels <= 0:
-            raise ValueError(f"DecoderDeepLabV3p skip_channels: expected > 0, got {skip_channels}")
-        self.skip_proj = nn.Conv2d(skip_ch, skip_channels, 1, bias=True)
+        if skip_channels < 0:
+            raise ValueError(f"DecoderDeepLabV3p skip_channels: expected >= 0 (0 = no skip), got {skip_channels}")
+        self.skip_channels = skip_channels
+        self.skip_proj = nn.Conv2d(skip_ch, skip_channels, 1, bias=True) if skip_channels else None
         convs = []
         in_ch = bottleneck_ch + skip_channels
         for _ in range(num_convs):
@@ -40,7 +43,11 @@ class DecoderDeepLabV3p(nn.Module):
         self.head = nn.Conv2d(mid_ch, out_ch, 1, bias=True)
 
     def forward(self, bottleneck: Tensor, skip: Tensor) -> tuple[Tensor, Tensor]:
-        """``bottleneck`` B×Cb×h×w, ``skip`` B×Cs×H/4×W/4 → (B×out×H/4×W/4, B×mid×H/4×W/4)."""
+        """``bottleneck`` B×Cb×h×w, ``skip`` B×Cs×H/4×W/4 → (B×out×H/4×W/4, B×mid×H/4×W/4).
+
+        Without a skip projection (``skip_channels=0``) only ``skip``'s spatial size is used.
+        """
         up = F.interpolate(bottleneck, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        features = self.convs(torch.cat([up, self.skip_proj(skip)], dim=1))
+        x = up if self.skip_proj is None else torch.cat([up, self.skip_proj(skip)], dim=1)
+        features = self.convs(x)
         return self.head(features), features

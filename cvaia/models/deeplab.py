@@ -47,6 +47,9 @@ class DeepLabV3p(nn.Module):
     (depth), or only those of the requested tasks. Outputs are upsampled bilinearly to the
     input size; depth is ``exp(x).clamp(0.1, 300)`` metres.
 
+    Ablations of problem 1.3: ``aspp_rates=()`` keeps only the ASPP's 1x1 and image-pooling
+    branches (no atrous convs); ``skip_channels=0`` drops the decoder's skip connection.
+
     ``forward(x)`` → ``{"semseg": B×19×H×W logits, "depth": B×1×H×W metres}`` (its tasks).
     """
 
