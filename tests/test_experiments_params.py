@@ -48,3 +48,25 @@ def test_default_profile_from_env(fake_problem, monkeypatch):
 def test_unknown_problem():
     with pytest.raises(ParameterError, match="unknown problem"):
         resolve("77", {})
+
+
+def test_configure_threads_order(monkeypatch):
+    import torch
+
+    from cvaia.experiments.common import THREADS_ENV, configure_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads("cpu", threads=1) == 1
+        monkeypatch.setenv(THREADS_ENV, "2")
+        assert configure_threads("cpu") == 2
+        monkeypatch.setenv(THREADS_ENV, "many")
+        with pytest.raises(ValueError, match=THREADS_ENV):
+            configure_threads("cpu")
+        monkeypatch.delenv(THREADS_ENV)
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
+        assert configure_threads("cpu") == 1  # parallel test workers: one thread each
+        with pytest.raises(ValueError, match="positive"):
+            configure_threads("cpu", threads=0)
+    finally:
+        torch.set_num_threads(before)

@@ -140,7 +140,7 @@ def configure_threads(device: str = "auto", threads: int | None = None) -> int:
             threads = 1
         else:
             busy = busy_cores()
-            cores = torch.get_num_threads()
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             threads = cores if busy is None else int(max(1, min(cores, round((os.cpu_count() or 1) - busy))))
     if threads < 1:
         raise ValueError(f"configure_threads: expected a positive number of threads, got {threads}")
