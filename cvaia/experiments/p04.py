@@ -17,9 +17,10 @@ import pandas as pd
 from ..config import Config, make_config
 
 PROFILES = {
-    # plumbing only: every experiment present (2 variants where the syllabus has 3), tiny widths
+    # plumbing only: every experiment present (2 variants where the syllabus has 3), tiny widths.
+    # ENCODER: "pretrained" (ImageNet when cached, else notebook 01's offline encoder) or "random"
     "smoke": {"EPOCHS": 1, "TRAIN_IMAGES": 4, "VAL_IMAGES": 2, "CROP_SIZE": 64, "BATCH_SIZE": 4,
-              "LR": 1e-3, "NUM_BINS": 16, "NUM_LAYERS": 1,
+              "LR": 2e-4, "ENCODER": "pretrained", "NUM_BINS": 16, "NUM_LAYERS": 1,
               "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
               "DIM_HEADS": [[32, 4], [64, 8]],
               "POS_EMBEDS": ["none", "query"], "DROPOUTS": [0.1, 0.0],
@@ -28,13 +29,17 @@ PROFILES = {
               "COST_BASE": {"B": 2, "N": 64, "D": 32, "H": 4},
               "COST_GRID": {"N": [16, 32, 64], "D": [16, 32, 64], "H": [1, 2, 4], "B": [1, 2, 4]},
               "COST_REPEATS": 1},
-    # real (short) learning on the synthetic set; the report's widths, the whole variant list
+    # real (short) learning on the synthetic set, ~3-4 min on 2 CPU cores: the report's widths,
+    # every experiment with a reduced grid (8 distinct runs of 24 steps). Adam at 1e-3 drives the
+    # bin depths past the 300 m clamp within a few steps (exp(Linear) of unnormalised tokens), where
+    # their gradient is zero for good: a constant map (3e-4 still does so with 6 layers). 2e-4 from
+    # the pretrained encoder learns in every variant; from a random encoder 24 steps barely move.
     "quick": {"EPOCHS": 3, "TRAIN_IMAGES": 32, "VAL_IMAGES": 4, "CROP_SIZE": 64, "BATCH_SIZE": 4,
-              "LR": 1e-3, "NUM_BINS": 64, "NUM_LAYERS": 2,
+              "LR": 2e-4, "ENCODER": "pretrained", "NUM_BINS": 64, "NUM_LAYERS": 2,
               "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
-              "DIM_HEADS": [[256, 4], [512, 4], [512, 8]],
-              "POS_EMBEDS": ["none", "query", "input"], "DROPOUTS": [0.1, 0.0],
-              "HEADS_GRID": [4, 8], "EXPANSION_GRID": [2, 4], "ASPP_HEADS": 8, "ASPP_LAYERS": 6,
+              "DIM_HEADS": [[256, 4], [512, 8]],
+              "POS_EMBEDS": ["none", "input"], "DROPOUTS": [0.1, 0.0],
+              "HEADS_GRID": [4, 8], "EXPANSION_GRID": [4], "ASPP_HEADS": 8, "ASPP_LAYERS": 6,
               "DEPTH_GRIDS": ["latents", "width", "pos_embed", "dropout", "heads_expansion", "aspp"],
               "GRID_IMAGES": 2,
               "COST_BASE": {"B": 4, "N": 256, "D": 256, "H": 4},
@@ -43,7 +48,7 @@ PROFILES = {
               "COST_REPEATS": 3},
     # course scale (GPU)
     "full": {"EPOCHS": 8, "TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "CROP_SIZE": 256, "BATCH_SIZE": 8,
-             "LR": 1e-4, "NUM_BINS": 64, "NUM_LAYERS": 2,
+             "LR": 1e-4, "ENCODER": "pretrained", "NUM_BINS": 64, "NUM_LAYERS": 2,
              "LATENT_SOURCES": ["lowest", "decoder", "aspp"],
              "DIM_HEADS": [[256, 4], [512, 4], [512, 8]],
              "POS_EMBEDS": ["none", "query", "input"], "DROPOUTS": [0.1, 0.0],
@@ -81,6 +86,56 @@ def base_config(P: Mapping, **overrides) -> Config:
     return make_config(**kw)
 
 
+def pretrained_encoder(P: Mapping) -> tuple[str, str]:
+    """The encoder weights every adaptive-depth run starts from: ``(weights, description)``.
+
+    ``ENCODER`` of the profile: ``"random"``, or ``"pretrained"`` = torchvision's ImageNet
+    weights when they are in the local torch cache, else notebook 01's offline "pretrained"
+    encoder (semseg on a differently-seeded synthetic set, :func:`cvaia.experiments.p01.pretrain_config`).
+    That run is looked up with notebook 01's own parameters for the same profile, data set and
+    seed, at the Adam learning rate notebook 01 chose when its sweep is in the run store (then it
+    is a cache hit), else at any of 01's learning rates already trained, else at 1e-3 (trained
+    once here). Only the encoder's weights are taken from its checkpoint.
+    """
+    from ..runs import get_run, is_finished, run_dir_for
+    from . import p01, resolve
+
+    choice = P.get("ENCODER", "random")
+    if choice == "random":
+        return "random", "a randomly initialised encoder"
+    if choice != "pretrained":
+        raise ValueError(f"ENCODER: expected 'random' or 'pretrained', got {choice!r}")
+    if p01.imagenet_available():
+        return "imagenet", "the ImageNet encoder from the local torch cache"
+    P01 = resolve("01", {"PROFILE": P["PROFILE"], "DATASET_ROOT": str(P["DATASET_ROOT"]),
+                         "DEVICE": P["DEVICE"], "SEED": P["SEED"]})
+    root = p01.pretrain_root(P01)
+    adam = [c for c in p01.optimizer_lr_configs(P01) if c.optimizer == "adam"]
+    lrs: list[float] = []
+    diverged = [(run_dir_for(c) / "diverged.json").is_file() for c in adam]
+    if all(d or is_finished(run_dir_for(c)) for c, d in zip(adam, diverged, strict=True)) and not all(diverged):
+        # notebook 01's sweep is in the store: the lr it chose (a diverged run is a row without mIoU)
+        table = p01.optimizer_lr_table(adam, [None if d else get_run(c) for c, d in zip(adam, diverged, strict=True)])
+        lrs.append(p01.best_lr(table, "adam"))
+    lrs += [float(lr) for lr in P01["LRS"]]
+    if root.is_dir():
+        for lr in lrs:
+            cfg = p01.pretrain_config(P01, root, lr)
+            if is_finished(run_dir_for(cfg)):
+                run = get_run(cfg)
+                break
+        else:
+            run = None
+    else:
+        run = None
+    if run is None:
+        root = p01.ensure_pretrain_set(P01, P["DATASET_ROOT"])
+        run = get_run(p01.pretrain_config(P01, root, 1e-3))
+    return (str(run.checkpoint_path("last")),
+            f"notebook 01's offline pretrained encoder (semseg, {run.config.num_epochs} epoch(s) on "
+            f"`{root.name}`, Adam lr {run.config.optimizer_lr:g}; ImageNet weights are not cached here)")
+
+
 def variants(P: Mapping) -> dict[str, dict[str, dict]]:
     """The experiments: ``{experiment: {variant label: config overrides of the baseline}}``.
 
@@ -103,9 +158,11 @@ def variants(P: Mapping) -> dict[str, dict[str, dict]]:
     return exps
 
 
-def configs(P: Mapping) -> dict[str, dict[str, Config]]:
-    """:func:`variants` as validated configs."""
-    return {exp: {label: base_config(P, **ov) for label, ov in vs.items()} for exp, vs in variants(P).items()}
+def configs(P: Mapping, pretrained: str = "random") -> dict[str, dict[str, Config]]:
+    """:func:`variants` as validated configs, every encoder starting from ``pretrained``
+    (the weights of :func:`pretrained_encoder`)."""
+    return {exp: {label: base_config(P, pretrained=pretrained, **ov) for label, ov in vs.items()}
+            for exp, vs in variants(P).items()}
 
 
 def experiment_table(runs: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
@@ -123,6 +180,50 @@ def experiment_table(runs: Mapping[str, Mapping[str, object]]) -> pd.DataFrame:
                          "train_time_s": final.get("train_time_s"), "params": final.get("params"),
                          "run": run.name})
     return pd.DataFrame(rows)
+
+
+def constant_map_silog(dataset_root, max_images: int = 0) -> float:
+    """The validation SI-logRMSE of a depth map that is constant within each image (any value).
+
+    SI-logRMSE ignores a global scale per image, so every constant prediction scores the same:
+    ``100·std(log gt)`` averaged over the first ``max_images`` validation images (0 = all),
+    cropped like the evaluation. A run ending here has not learned anything spatial.
+    """
+    import numpy as np
+    import torch
+
+    from ..data.miniscapes import MiniscapesSplit
+    from ..metrics import si_log_rmse_per_image
+
+    split = MiniscapesSplit(dataset_root, "val")
+    n = len(split) if max_images <= 0 else min(max_images, len(split))
+    values = []
+    for i in range(n):
+        gt = split.read(i)["depth"]
+        h, w = gt.shape[0] // 32 * 32, gt.shape[1] // 32 * 32
+        gt_t = torch.from_numpy(np.ascontiguousarray(gt[:h, :w]))
+        values.append(float(si_log_rmse_per_image(torch.ones_like(gt_t), gt_t)))
+    return float(np.nanmean(values))
+
+
+def learned(table: pd.DataFrame, constant_silog: float, key: str = "silog_final", tol: float = 0.05) -> pd.Series:
+    """Per row of :func:`experiment_table`: True when ``key`` differs from the constant-map
+    SI-logRMSE by more than ``tol`` points (the run learned a spatially varying depth)."""
+    return (table[key] - constant_silog).abs() > tol
+
+
+def clamped_bins(run, x, which: str = "last") -> float:
+    """Fraction of ``run``'s bin depths on the images ``x`` (normalised B×3×H×W) that sit at a
+    bound of the 0.1…300 m clamp — where ``exp(Linear)`` gets no gradient any more."""
+    import torch
+
+    from ..models import DEPTH_RANGE
+
+    model = run.load_model(which).eval()
+    with torch.no_grad():
+        bins = model(x, return_aux=True)["bin_depths"]
+    lo, hi = DEPTH_RANGE
+    return float(((bins <= lo * 1.0001) | (bins >= hi * 0.9999)).float().mean())
 
 
 def best_of(table: pd.DataFrame, experiment: str, key: str = "silog_final") -> tuple[str, float]:
