@@ -22,7 +22,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..data.encoding import DEPTH_MEAN
 from .aspp import ASPP
 from .attention import LatentsExtractor, TransformerBlock
 from .decoder import DecoderDeepLabV3p
@@ -31,21 +30,6 @@ from .encoder import ResNetEncoder
 
 LATENT_SOURCES = ("lowest", "decoder", "aspp")
 REDUCERS = ("linear", "conv")
-
-
-def bounded_depth(x: Tensor) -> Tensor:
-    """Map ℝ smoothly onto ``DEPTH_RANGE`` (0.1..300 m), uniformly in log-depth:
-    ``lo · (hi/lo) ** sigmoid(x)``. Unlike ``exp(x).clamp(lo, hi)`` its gradient never vanishes
-    abruptly, so a bin pushed towards a bound can come back."""
-    lo, hi = DEPTH_RANGE
-    return lo * torch.exp(torch.sigmoid(x) * math.log(hi / lo))
-
-
-def inverse_bounded_depth(metres: float) -> float:
-    """The ``x`` with ``bounded_depth(x) == metres`` (for initialisation)."""
-    lo, hi = DEPTH_RANGE
-    u = math.log(metres / lo) / math.log(hi / lo)
-    return math.log(u / (1.0 - u))
 
 
 class LatentTransformer(nn.Module):
@@ -100,11 +84,7 @@ class AdaptiveDepthHead(LatentTransformer):
       1, it only costs more: it runs on every pixel);
     - ``latents``: :class:`LatentsExtractor` (no parameters);
     - ``transformer``: ``num_layers`` × :class:`TransformerBlock`;
-    - ``bin_depth``: ``Linear(dim, 1)`` per token, mapped smoothly onto 0.1..300 m by
-      :func:`bounded_depth` (log-space sigmoid). A hard ``exp(x).clamp(0.1, 300)`` is a trap
-      here: a few large Adam steps push every bin past 300 m, where the clamp's gradient is
-      exactly zero and the head outputs a constant map for good (seen at lr 1e-3). The bias
-      starts at the value that gives the course's mean training depth (27.07 m).
+    - ``bin_depth``: ``Linear(dim, 1)`` per token, then ``exp`` and clamp to 0.1..300 m.
 
     ``forward(latent_features, query_features)`` → ``(depth B×1×h×w, bin_probs B×N×h×w,
     bin_depths B×N)`` at the query features' resolution.
@@ -121,11 +101,10 @@ class AdaptiveDepthHead(LatentTransformer):
         self.query_conv = nn.Conv2d(query_ch, query_ch, 3, padding=1, bias=True)
         self.query_proj = nn.Conv2d(query_ch, dim, 1) if dim != query_ch else None
         self.bin_depth = nn.Linear(dim, 1)
-        nn.init.constant_(self.bin_depth.bias, inverse_bounded_depth(DEPTH_MEAN))
 
     def forward(self, latent_features: Tensor, query_features: Tensor):
         tokens = self.tokens(latent_features)
-        bin_depths = bounded_depth(self.bin_depth(tokens).squeeze(-1))  # B×N metres
+        bin_depths = torch.exp(self.bin_depth(tokens).squeeze(-1)).clamp(*DEPTH_RANGE)  # B×N
         query = self.query_conv(query_features)
         if self.query_proj is not None:
             query = self.query_proj(query)
