@@ -29,12 +29,13 @@ column empty.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+
+from .utils import best_time_s, synchronize
 
 BYTES_FP32 = 4
 MIB = 2.0 ** 20
@@ -127,11 +128,6 @@ def build_attention(D: int, H: int, impl: str, dropout: float = 0.0) -> torch.nn
     return SelfAttention(D, num_heads=H, dropout=dropout, impl=impl)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(B: int, N: int, D: int, H: int, impl: str = "fast", mode: str = "forward",
             repeats: int = 3, warmup: int = 1, device: str | torch.device | None = None,
             seed: int = 0) -> dict:
@@ -166,21 +162,15 @@ def measure(B: int, N: int, D: int, H: int, impl: str = "fast", mode: str = "for
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     peak = float("nan")
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
+    seconds = best_time_s(step, repeats, device)
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - base) / MIB
-    seconds = min(times)
     flops = attention_flops(B, N, D) * (3 if backward else 1)  # backward ≈ 2× forward
     return {
         "B": int(B), "N": int(N), "D": int(D), "H": int(H), "impl": impl, "mode": mode,

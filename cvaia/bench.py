@@ -104,13 +104,6 @@ def _peak_rss_mb() -> float:
     return max(_peak_rss_parts_mb())
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _reference_batches(cfg, root: Path, device: str):
     """Endless batches from a DataLoader of per-sample PIL decoding + transforms."""
     import torch
@@ -161,6 +154,7 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
 
     from .losses import MultiTaskLoss
     from .models import build_model
+    from .utils import synchronize
 
     device = resolve_device(s.device)
     cfg = bench_config(model_name, arm, s, device)
@@ -200,13 +194,13 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
 
     for _ in range(s.warmup):
         step()
-    _sync(device)
+    synchronize(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(s.steps):
         last = step()
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - t0
     result = {
         "model": model_name, "arm": arm, "device": device,

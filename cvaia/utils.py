@@ -392,6 +392,31 @@ class PowerMeter:
         return self.mean_since(0)
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op elsewhere), so wall-clock timings are real."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time_s(fn, repeats: int, device: torch.device | str, warmup: int = 0) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls.
+
+    The minimum is the timing least disturbed by other processes sharing the CPU; each call is
+    followed by :func:`synchronize` so GPU work is counted.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of parameters of ``model``."""
     return int(sum(p.numel() for p in model.parameters()))

@@ -33,13 +33,19 @@ EVAL_MULTIPLE = 32
 
 
 # ---- evaluation helpers -----------------------------------------------------------------------
+def eval_size(height: int, width: int, multiple: int = EVAL_MULTIPLE) -> tuple[int, int]:
+    """The evaluated size of a ``height``×``width`` image: both rounded down to multiples of
+    ``multiple`` (32): 360x720 → 352x704."""
+    hc, wc = height // multiple * multiple, width // multiple * multiple
+    if hc == 0 or wc == 0:
+        raise ValueError(f"image of {height}x{width} (HxW) is smaller than {multiple} pixels; "
+                         f"evaluation needs at least {multiple}x{multiple}")
+    return hc, wc
+
+
 def val_crop(t: torch.Tensor, multiple: int = EVAL_MULTIPLE) -> torch.Tensor:
     """Crop the last two dims top-left to multiples of ``multiple`` (32): 360x720 → 352x704."""
-    h, w = t.shape[-2:]
-    hc, wc = h // multiple * multiple, w // multiple * multiple
-    if hc == 0 or wc == 0:
-        raise ValueError(f"image of {h}x{w} (HxW) is smaller than {multiple} pixels; "
-                         f"evaluation needs at least {multiple}x{multiple}")
+    hc, wc = eval_size(*t.shape[-2:], multiple)
     return t[..., :hc, :wc]
 
 

@@ -26,6 +26,7 @@ import torch
 
 from .. import paths
 from ..config import Config, make_config
+from ..data.augment import eval_size
 
 PROFILES = {
     # plumbing only: every experiment present, tiny
@@ -195,7 +196,7 @@ def pyramid_table(configs: Mapping[str, Config], height: int, width: int) -> pd.
     """Feature-pyramid shapes (C×H×W) per stage for each labelled config's encoder."""
     from ..models import build_model
 
-    h, w = height - height % 32, width - width % 32
+    h, w = eval_size(height, width)
     x = torch.zeros(1, 3, h, w)
     cols = {}
     for label, cfg in configs.items():
@@ -255,8 +256,7 @@ def val_samples(root: str | Path, n: int) -> dict[str, np.ndarray]:
 
     data = MiniscapesSplit(root, "val")
     items = [data.read(i) for i in range(min(n, len(data)))]
-    h, w = items[0]["rgb"].shape[:2]
-    h, w = h - h % 32, w - w % 32
+    h, w = eval_size(*items[0]["rgb"].shape[:2])
     out = {"rgb": np.stack([it["rgb"][:h, :w] for it in items])}
     if "semseg" in items[0]:
         out["semseg"] = np.stack([it["semseg"][:h, :w] for it in items])

@@ -9,7 +9,6 @@ explains the slowdown by timing every module (:func:`module_timing`) and countin
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..config import Config, make_config
+from ..utils import best_time_s
 
 PROFILES = {
     # plumbing only: every experiment present, seconds each
@@ -120,22 +120,8 @@ def _detach_like(obj):
     return obj
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _best_ms(fn, repeats: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * min(times)
+    return 1000.0 * best_time_s(fn, repeats, device, warmup=warmup)
 
 
 def _forward_flops(module: nn.Module, args, kwargs) -> float:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..config import Config, make_config
+from ..data.augment import eval_size
 
 PROFILES = {
     # plumbing only: every experiment present (2 variants where the syllabus has 3), tiny widths.
@@ -200,7 +201,7 @@ def constant_map_silog(dataset_root, max_images: int = 0) -> float:
     values = []
     for i in range(n):
         gt = split.read(i)["depth"]
-        h, w = gt.shape[0] // 32 * 32, gt.shape[1] // 32 * 32
+        h, w = eval_size(*gt.shape)
         gt_t = torch.from_numpy(np.ascontiguousarray(gt[:h, :w]))
         values.append(float(si_log_rmse_per_image(torch.ones_like(gt_t), gt_t)))
     return float(np.nanmean(values))
