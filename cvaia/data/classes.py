@@ -61,11 +61,5 @@ def colorize(ids: np.ndarray) -> np.ndarray:
     return pal[safe]
 
 
-
-
-def __getattr__(name):  # PEP 562: lazy constants
-    if name == "CLASS_NAMES":
-        return class_names()
-    if name == "CLASS_COLORS":
-        return class_colors()
-    raise AttributeError(name)
+#: The class names in train-id order (a tuple; ``class_names()`` returns the same).
+CLASS_NAMES = class_names()
