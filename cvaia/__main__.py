@@ -16,6 +16,7 @@ COMMANDS = {
     "train": "train a model (course flags), evaluating each epoch, into the run store",
     "predict": "write submission-format predictions of a finished run for a split",
     "score": "grade a predictions folder against a split's ground truth (course grader)",
+    "pretrain": "pretrain the encoder on a disjoint synthetic set (the shipped offline ImageNet stand-in)",
     "params": "print the per-module parameter table of a model configuration",
     "bench": "training throughput and memory: reference path vs fast path",
     "workbook": "execute the notebooks with papermill and export every figure (the main job)",

@@ -12,19 +12,21 @@ Weights (:func:`load_encoder_weights`):
 - ``"random"``: torchvision's initialisation with ``zero_init_residual=True``;
 - ``"imagenet"``: torchvision's ImageNet weights, *only* from the local torch hub cache
   (``torch.hub.get_dir()/checkpoints/<file>``) — nothing is ever downloaded;
+- ``"synthetic"``: the encoder shipped in ``cvaia/weights/`` (``python -m cvaia pretrain``
+  made it on a differently-seeded synthetic set: the offline stand-in for ImageNet);
 - a path to a checkpoint: a cvaia run checkpoint (a dict whose ``"model"`` is the model's
   ``state_dict``), a bare model ``state_dict`` (keys ``encoder.*``) or an encoder-only one.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
+
+from ..weights import imagenet_weights_path, synthetic_weights_path
 
 #: encoder name → (blocks per stage, torchvision weights enum name)
 ENCODERS = {
@@ -106,8 +108,7 @@ class ResNetEncoder(ResNet):
 
 def imagenet_checkpoint_path(name: str) -> Path:
     """Where torchvision's ImageNet weights of encoder ``name`` live in the local torch hub cache."""
-    weights = torchvision.models.get_weight(ENCODERS[name][1])
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return imagenet_weights_path(name)
 
 
 def _strip(prefix: str, state: dict) -> dict:
@@ -168,11 +169,18 @@ def load_encoder_weights(encoder: ResNetEncoder, weights: str, name: str = "resn
                 f"file at {path} (cvaia never downloads; set TORCH_HOME to use another cache), "
                 f"or use pretrained=random or a checkpoint path")
         source = str(path)
+    elif weights == "synthetic":
+        path = synthetic_weights_path(name)
+        if not path.is_file():
+            raise PretrainedWeightsError(
+                f"the synthetic-pretrained {name} encoder is not shipped (expected {path}); build it "
+                f"with `python -m cvaia pretrain --encoder {name}`, or use pretrained=random")
+        source = str(path)
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise PretrainedWeightsError(f"encoder weights {weights!r}: no such file (expected 'random', "
-                                         f"'imagenet' or the path of a cvaia checkpoint / state dict)")
+                                         f"'imagenet', 'synthetic' or the path of a cvaia checkpoint / state dict)")
         source = str(path)
     try:
         obj = _load_checkpoint(path)
