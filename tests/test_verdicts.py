@@ -1,0 +1,85 @@
+"""Noise-aware verdicts (cvaia.experiments.verdicts): pure logic, checked against hand arithmetic."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cvaia.experiments import verdicts as V
+
+
+def noise(values=(40.0, 41.0, 42.0), floor=0.0):
+    return V.seed_noise("miou", values, floor)
+
+
+def test_noise_uses_sample_std_and_floor():
+    n = noise()
+    assert n.n == 3 and n.mean == pytest.approx(41.0)
+    assert n.std == pytest.approx(np.std([40, 41, 42], ddof=1)) == pytest.approx(1.0)
+    # difference of two single runs: sigma * sqrt(2); threshold = 2 sigma_diff
+    assert n.threshold() == pytest.approx(2 * math.sqrt(2))
+    assert n.threshold(3, 3) == pytest.approx(2 * math.sqrt(2 / 3))
+    assert V.seed_noise("miou", (5.0, 5.0, 5.0), floor=0.5).std == 0.5
+    assert "41.00 ± 1.00 (3 seeds)" == n.describe()
+
+
+@pytest.mark.parametrize("values", [(1.0,), (1.0, float("nan"), 2.0)])
+def test_noise_refuses_too_few_or_nan(values):
+    with pytest.raises(ValueError, match="seed"):
+        V.seed_noise("miou", values)
+
+
+def test_compare_three_outcomes():
+    n = noise()  # threshold 2.83
+    assert V.compare("a > b", 45.0, 41.0, n).outcome == V.REPRODUCED
+    assert V.compare("a > b", 41.0, 45.0, n).outcome == V.CONTRADICTED
+    v = V.compare("a > b", 42.0, 41.0, n)
+    assert v.outcome == V.INCONCLUSIVE and v.delta == pytest.approx(1.0)
+    # lower is better (e.g. SI-logRMSE)
+    assert V.compare("a < b", 20.0, 30.0, noise((25, 26, 27)), "lower").outcome == V.REPRODUCED
+    # a run that did not learn never gets a verdict
+    assert V.compare("a > b", 90.0, 10.0, n, learned=False).outcome == V.INCONCLUSIVE
+    assert V.compare("a > b", float("nan"), 10.0, n).outcome == V.INCONCLUSIVE
+
+
+def test_compare_sentence_shows_its_numbers():
+    s = V.compare("pretrained beats random", 45.0, 41.0, noise()).sentence()
+    assert "**reproduced**" in s and "Δ = +4.00" in s and "±2.83" in s
+
+
+def test_trend_needs_every_step_to_clear_the_noise():
+    n = noise()  # threshold 2.83
+    assert V.trend("up", [10, 14, 18], n).outcome == V.REPRODUCED
+    assert V.trend("up", [10, 14, 15], n).outcome == V.INCONCLUSIVE     # last step is noise
+    assert V.trend("up", [10, 14, 9], n).outcome == V.CONTRADICTED      # a clear step the other way
+    assert V.trend("down", [18, 14, 10], n, "lower").outcome == V.REPRODUCED
+    # the issue's example: 9.50 / 9.19 / 9.13 is not a trend when noise is ~1 point
+    assert V.trend("down", [9.50, 9.19, 9.13], n, "lower").outcome == V.INCONCLUSIVE
+
+
+def test_best_of_ties_missing_and_rivals():
+    n = noise()
+    assert V.best_of("64 best", {"16": 40, "32": 41, "64": 46}, "64", n).outcome == V.REPRODUCED
+    assert V.best_of("64 best", {"16": 40, "32": 47, "64": 41}, "64", n).outcome == V.CONTRADICTED
+    v = V.best_of("64 best", {"16": 40, "32": 45, "64": 46}, "64", n)
+    assert v.outcome == V.INCONCLUSIVE and "32" in v.detail
+    # a diverged option (NaN) is beaten, not a rival
+    assert V.best_of("adam best", {"adam": 40, "sgd": float("nan")}, "adam", n).outcome == V.REPRODUCED
+    assert V.best_of("x", {"a": float("nan"), "b": 3}, "a", n).outcome == V.INCONCLUSIVE
+    with pytest.raises(KeyError):
+        V.best_of("x", {"a": 1}, "z", n)
+
+
+def test_exact_and_learned_and_tally():
+    assert V.exact("params", 16_608_132, 16.6e6).outcome == V.REPRODUCED
+    assert V.exact("params", 20e6, 16.6e6).outcome == V.CONTRADICTED
+    assert V.learned_clearly(20.0, 8.0, "higher", factor=2.0)
+    assert not V.learned_clearly(15.0, 8.0, "higher", factor=2.0)
+    assert V.learned_clearly(50.0, 100.0, "lower", factor=0.6)
+    assert not V.learned_clearly(float("nan"), 100.0, "lower", factor=0.6)
+    vs = [V.compare("a", 45, 41, noise()), V.compare("b", 41, 45, noise()), V.compare("c", 41, 41.5, noise())]
+    assert V.tally(vs) == {"verdicts_reproduced": 1, "verdicts_contradicted": 1, "verdicts_inconclusive": 1}
+    table = V.verdict_table(vs)
+    assert list(table.verdict) == [V.REPRODUCED, V.CONTRADICTED, V.INCONCLUSIVE]
+    with pytest.raises(ValueError):
+        V.Verdict("x", "maybe")
