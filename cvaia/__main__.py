@@ -13,6 +13,7 @@ import sys
 #: command name → one-line help. The module is ``cvaia.commands.<name>``.
 COMMANDS = {
     "synth": "generate a synthetic street-scene data set in the miniscapes layout",
+    "convert": "convert another data set (Cityscapes) into the miniscapes layout",
     "train": "train a model (course flags), evaluating each epoch, into the run store",
     "predict": "write submission-format predictions of a finished run for a split",
     "score": "grade a predictions folder against a split's ground truth (course grader)",
