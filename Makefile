@@ -1,6 +1,7 @@
 # cvaia — the two commands a user needs (see README):
 #   make workbook   the main job: build the synthetic data set, run the workbook, export figures
 #   make test       the test suite (notebooks included, smoke profile)
+#   make report     rebuild the HTML report of the executed workbook (runs/executed/<profile>/report)
 # The virtual environment .venv is created on first use.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= quick
 
-.PHONY: all venv data workbook test lint kernel lab clean-venv
+.PHONY: all venv data workbook report test lint kernel lab clean-venv
 
 all: workbook
 
@@ -27,6 +28,9 @@ data: $(STAMP)
 
 workbook: $(STAMP)
 	$(PY) -m cvaia workbook --profile $(PROFILE)
+
+report: $(STAMP)
+	$(PY) -m cvaia workbook --report-only --profile $(PROFILE)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

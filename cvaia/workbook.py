@@ -21,7 +21,9 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -174,6 +176,36 @@ def _new_figures(folder: Path, since: float) -> list[Path]:
     return sorted(p for p in folder.glob("*.png") if p.stat().st_mtime >= since - 1.0)
 
 
+#: Longest Unix socket path that works everywhere (Linux allows 107 bytes, macOS 103).
+_MAX_SOCKET_PATH = 100
+
+
+@contextlib.contextmanager
+def kernel_transport() -> Iterator[dict]:
+    """papermill keyword arguments that connect to the kernel over local IPC sockets.
+
+    The kernel's five ZeroMQ sockets become Unix domain sockets in a private temporary
+    folder (removed afterwards) instead of TCP ports on localhost, so nothing listens on the
+    network and ipykernel no longer prints "Kernel is running over TCP without encryption"
+    for every notebook. Windows (no IPC transport) and a temporary folder whose path is too
+    long for a socket keep jupyter_client's TCP default (``{}``).
+    """
+    if os.name == "nt":
+        yield {}
+        return
+    folder = tempfile.mkdtemp(prefix="cvaia-kernel-")
+    try:
+        base = os.path.join(folder, "kernel")  # sockets are <base>-1 ... <base>-5
+        if len(os.fsencode(base)) + 3 > _MAX_SOCKET_PATH:
+            yield {}
+        else:
+            from traitlets.config import Config
+
+            yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": base}})}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | None = None,
                      headlines_dir: Path, progress_bar: bool = False,
                      execution_timeout: float | None = None) -> NotebookResult:
@@ -194,7 +226,8 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     t0 = time.perf_counter()
     try:
         with _environ(**{HEADLINES_ENV: str(headlines_dir), "MPLBACKEND": "Agg",
-                         "CVAIA_STATIC_WIDGETS": "1"}):
+                         "CVAIA_STATIC_WIDGETS": "1"}), kernel_transport() as transport:
+            kwargs.update(transport)
             pm.execute_notebook(str(source), str(output), parameters=parameters,
                                 kernel_name=KERNEL_NAME, cwd=str(cwd or source.parent),
                                 progress_bar=progress_bar, log_output=False, **kwargs)
@@ -215,23 +248,29 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     return result
 
 
+def executed_dir(profile: str) -> Path:
+    """The default folder of a profile's executed notebooks: ``<runs>/executed/<profile>``."""
+    return paths.runs_dir() / "executed" / profile
+
+
 def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None, *,
                  out: str | os.PathLike | None = None, dataset_root: str | os.PathLike | None = "",
                  device: str = "auto", notebooks_dir: str | os.PathLike | None = None,
                  extra_parameters: dict | None = None, build_data: bool = True,
-                 execution_timeout: float | None = None,
+                 execution_timeout: float | None = None, report: bool = True,
                  log: Callable[[str], None] = print) -> list[NotebookResult]:
     """Execute the notebooks (all, or those in ``only``) in order; return one result each.
 
     ``out`` defaults to ``<runs>/executed/<profile>``. Every notebook runs even when an
-    earlier one failed. A ``summary.json`` is written next to the executed notebooks.
+    earlier one failed. A ``summary.json`` is written next to the executed notebooks, and
+    with ``report`` the HTML report (:func:`cvaia.report.build_report`) in ``<out>/report``.
     """
     if profile not in PROFILES:
         raise WorkbookError(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
     if not notebooks:
         raise WorkbookError(f"no notebooks found in {notebooks_dir or NOTEBOOKS_DIR}")
-    out_dir = Path(out).expanduser().resolve() if out else paths.runs_dir() / "executed" / profile
+    out_dir = Path(out).expanduser().resolve() if out else executed_dir(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     headlines_dir = out_dir / "headlines"
     if build_data:
@@ -259,8 +298,16 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
         results.append(result)
     summary = {"profile": profile, "dataset_root": str(root), "device": device,
                "finished": datetime.now().isoformat(timespec="seconds"),
+               "figures_dir": str(paths.figures_dir()),
                "notebooks": [r.to_dict() for r in results]}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    if report:
+        from .report import ReportError, build_report
+
+        try:
+            log(f"report -> {build_report(out_dir)}")
+        except ReportError as exc:  # the run itself is saved; `--report-only` can retry
+            log(f"report not written: {exc}")
     return results
 
 

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import math
+import shutil
+import tempfile
 
 import nbformat
 import pytest
@@ -124,8 +126,9 @@ def test_summary_table_printed(book_run):
 
 
 @pytest.mark.slow
-def test_previous_executed_copy_is_kept(book_run, fake_book, isolated_dirs):
-    out = book_run["out"]
+def test_previous_executed_copy_is_kept(book_run, fake_book, isolated_dirs, tmp_path):
+    out = tmp_path / "executed"  # a copy: the other tests read the module run's folder
+    shutil.copytree(book_run["out"], out)
     first = (out / "00_first.ipynb").read_text()
     results = workbook.run_workbook("smoke", only="00", out=out, notebooks_dir=fake_book["nbs"],
                                     dataset_root=fake_book["root"], device="cpu", log=lambda s: None)
@@ -172,3 +175,52 @@ def test_summary_table_format(tmp_path):
     assert "miou=40.89" in lines[2] and "tiny=1e-05" in lines[2]
     assert any("error at cell [7]: RuntimeError: x" in line for line in lines)
     assert lines[-1] == "2 notebook(s), 1 failed, 13.3 s in total"
+
+
+@pytest.mark.slow
+def test_report_written_by_the_runner(book_run):
+    folder = book_run["out"] / "report"
+    index = (folder / "index.html").read_text(encoding="utf-8")
+    assert f"report -> {folder / 'index.html'}" in book_run["text"]
+    for name in ("00_first", "01_broken", "02_third"):
+        assert f'<a href="notebooks/{name}.html">{name}</a>' in index
+        assert (folder / "notebooks" / f"{name}.html").is_file()
+    assert '<td class="failed">FAILED</td>' in index and "ValueError: boom in cell" in index
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == ["fake_00.png", "fake_02.png"]
+    assert 'src="figures/fake_00.png"' in index
+
+
+TCP_WARNING = "Kernel is running over TCP without encryption"
+
+
+def _run_one(tmp_path, cells):
+    nb_path = tmp_path / "00_kernel.ipynb"
+    nbformat.write(_notebook([new_code_cell(c) for c in cells]), nb_path)
+    return workbook.execute_notebook(nb_path, tmp_path / "out" / nb_path.name, {},
+                                     headlines_dir=tmp_path / "headlines")
+
+
+@pytest.mark.slow
+def test_kernel_transport_warning_gone_but_kernel_errors_kept(tmp_path, capfd, caplog, monkeypatch,
+                                                             isolated_dirs):
+    """The kernel writes to the runner's stderr: its TCP warning goes, its real errors stay."""
+    caplog.set_level("DEBUG")
+    sockets = tmp_path / "tmp"
+    sockets.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(sockets))  # where the socket folder is made
+    result = _run_one(tmp_path, [
+        "from ipykernel.kernelapp import IPKernelApp\n"
+        "app = IPKernelApp.instance()\n"
+        "app.log.error('deliberate kernel error over %s: disk on fire', app.transport)",
+        "import os\nos._exit(3)",  # the kernel dies: the runner must say so
+    ])
+    out, err = capfd.readouterr()
+    assert TCP_WARNING not in out + err + caplog.text
+    assert "[IPKernelApp] ERROR | deliberate kernel error over ipc: disk on fire" in err
+    assert not result.ok and result.error.startswith("DeadKernelError"), result.error
+    assert list(sockets.iterdir()) == []  # the socket folder is gone, even after a crash
+
+    # the same capture does see the warning when the kernel is reached over TCP
+    monkeypatch.setattr(workbook, "kernel_transport", lambda: contextlib.nullcontext({}))
+    assert _run_one(tmp_path, ["x = 1"]).ok
+    assert TCP_WARNING in "".join(capfd.readouterr())

@@ -23,11 +23,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notebooks", default="", metavar="DIR",
                         help="folder of the notebooks (default: <repo>/notebooks)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
+    parser.add_argument("--report-only", action="store_true",
+                        help="execute nothing: (re)build the HTML report <out>/report/index.html "
+                             "from the already executed notebooks and their summary.json")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..report import ReportError, build_report
     from ..workbook import (
         WorkbookError,
+        executed_dir,
         list_notebooks,
         run_workbook,
         select_notebooks,
@@ -35,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     try:
+        if args.report_only:
+            print(f"report -> {build_report(args.out or executed_dir(args.profile))}")
+            return 0
         if args.list:
             for path in select_notebooks(list_notebooks(args.notebooks or None), args.only):
                 print(path.stem)
@@ -43,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                                dataset_root=args.dataset_root, device=args.device,
                                notebooks_dir=args.notebooks or None,
                                execution_timeout=args.timeout or None)
-    except WorkbookError as exc:
+    except (WorkbookError, ReportError) as exc:
         print(f"workbook: error: {exc}", file=sys.stderr)
         return 2
     print()
