@@ -166,7 +166,7 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if arm == "fast":  # the trainer's optimizer (fused on CUDA, multi-tensor elsewhere)
-        from .train import build_optimizer
+        from .optim import build_optimizer
 
         opt = build_optimizer(cfg, model, criterion, torch.device(device))
     else:  # the template's plain Adam

@@ -180,11 +180,17 @@ class Config:
         if self.model_name in ("transformer_multitask", "cross_attention_multitask") and set(self.tasks) != set(TASKS):
             raise ConfigError(f"--tasks: model {self.model_name} needs both tasks semseg,depth "
                               f"(got {','.join(self.tasks)})")
-        if self.optimizer_float_16 and self.precision == "fp32":
-            self.precision = "fp16"
         return self
 
     # ---- derived -------------------------------------------------------------------------
+    @property
+    def effective_precision(self) -> str:
+        """The autocast precision training uses: ``precision``, except that the course flag
+        ``optimizer_float_16`` turns the default fp32 into fp16 (``validate`` leaves both as given)."""
+        if self.optimizer_float_16 and self.precision == "fp32":
+            return "fp16"
+        return self.precision
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -192,11 +198,14 @@ class Config:
     def hash_dict(self) -> dict[str, Any]:
         """The fields that change results, for the run hash.
 
-        An empty ``dataset_root`` means "the default data set", which is the real miniscapes
+        ``precision`` is :attr:`effective_precision`. An empty ``dataset_root`` means "the default data set", which is the real miniscapes
         when it is present and the synthetic set otherwise: the hash names which one, so runs
         on synthetic data are never served once real data has been dropped in.
         """
         d = {f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("hash", True)}
+        # The precision that is used: a config with optimizer_float_16 is the same run whether
+        # its precision field reads fp32 (as given) or fp16 (as older versions rewrote it).
+        d["precision"] = self.effective_precision
         if not self.dataset_root:
             from . import paths
 

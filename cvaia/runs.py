@@ -1,28 +1,11 @@
 """The run store: one folder per configuration, trained once, loaded instantly afterwards.
 
-A run lives in ``<store>/<label>-<hash>`` where ``<store>`` is ``cfg.log_dir`` or
-:func:`cvaia.paths.runs_dir` (env ``CVAIA_RUNS_DIR``, default ``<repo>/runs``), ``<label>`` is
-:meth:`Config.run_label` and ``<hash>`` is :meth:`Config.config_hash` (only the fields that
-change results). Asking for the same configuration again returns the finished run without
+A run lives in ``<store>/<label>-<hash>`` (:func:`cvaia.run_folder.run_dir_for`: the store
+is ``cfg.log_dir`` or ``$CVAIA_RUNS_DIR``, the hash covers only the fields that change
+results). Asking for the same configuration again returns the finished run without
 training — this is what makes re-executing the notebooks cheap.
 
-Contents of a run folder (every file written atomically)::
-
-    config.json         {"config": cfg.to_dict(), "config_hash", "run_label", "dataset_root",
-                         "dataset_meta" (the root's meta.json or null), "versions", "device",
-                         "world_size", "created", "resumed"}
-    steps.csv           step, epoch, loss, loss_<task>..., lr, weight_<task>...  (every log_every steps)
-    epochs.csv          one row per epoch: metrics, lr, train loss, times, images/s, memory, power
-    metrics.json        {"epochs": [row + per_class_iou, ...], "best_epoch", "best_key"}
-    confusion.npy       19×19 confusion matrix of the best epoch (rows = ground truth)
-    checkpoints/last.pt {"model", "optimizer", "scheduler", "loss", "scaler", "epoch", "step",
-    checkpoints/best.pt  "rng", "config", "best_value", "best_epoch"}; once the run is finished
-                        the resume-only entries (optimizer, scheduler, scaler, rng) are dropped
-    tb/                 TensorBoard event files
-    done.json           {"final": {...}, "best": {...}, "summary": {...}} — the run is finished
-    diverged.json       {"message", "step"} — training stopped on a NaN/inf loss (asking for the
-                        run again raises TrainingDiverged at once; force=True retrains)
-    .lock               fcntl lock held while a process trains the run
+The folder's files and their format: :mod:`cvaia.run_folder`.
 
 Notebook API::
 
@@ -46,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from . import paths
+from . import run_folder as rf
 from .config import Config, ConfigError, config_from_dict, make_config
+from .run_folder import TrainingDiverged, is_finished, run_dir_for, run_name, store_dir
+from .utils import read_json
+
+__all__ = ["DEFAULT_RESULT_COLUMNS", "Run", "RunNotFoundError", "TrainingDiverged", "get_run", "is_finished",
+           "list_runs", "load_run", "results_table", "run_dir_for", "run_name", "store_dir", "sweep"]
 
 #: Metric columns of :func:`results_table` by default.
 DEFAULT_RESULT_COLUMNS = ("miou", "si_log_rmse", "score", "train_time_s", "images_per_s",
@@ -55,28 +44,6 @@ DEFAULT_RESULT_COLUMNS = ("miou", "si_log_rmse", "score", "train_time_s", "image
 
 class RunNotFoundError(LookupError):
     """There is no (finished) run for a configuration or path."""
-
-
-def store_dir(cfg: Config | None = None) -> Path:
-    """The run store folder for ``cfg`` (``cfg.log_dir`` if set, else :func:`cvaia.paths.runs_dir`)."""
-    if cfg is not None and cfg.log_dir:
-        return Path(cfg.log_dir).expanduser().resolve()
-    return paths.runs_dir()
-
-
-def run_name(cfg: Config) -> str:
-    """Folder name of the run of ``cfg``: ``<run_label>-<config_hash>``."""
-    return f"{cfg.run_label()}-{cfg.config_hash()}"
-
-
-def run_dir_for(cfg: Config) -> Path:
-    """Folder of the run of ``cfg`` (it may not exist yet)."""
-    return store_dir(cfg) / run_name(cfg)
-
-
-def is_finished(path: str | os.PathLike) -> bool:
-    """Whether the run folder ``path`` holds a finished run (``done.json``)."""
-    return (Path(path) / "done.json").is_file()
 
 
 class Run:
@@ -88,7 +55,7 @@ class Run:
 
     def __init__(self, path: str | os.PathLike, trained_now: bool = False):
         self.path = Path(path).expanduser().resolve()
-        if not (self.path / "config.json").is_file():
+        if not rf.is_run_folder(self.path):
             raise RunNotFoundError(f"{self.path}: not a cvaia run folder (no config.json)")
         self.trained_now = trained_now
         self._meta: dict[str, Any] | None = None
@@ -105,9 +72,7 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """The whole ``config.json`` (config, dataset root and identity, versions, device)."""
         if self._meta is None:
-            from .utils import read_json
-
-            self._meta = read_json(self.path / "config.json")
+            self._meta = read_json(self.path / rf.CONFIG_FILE)
         return self._meta
 
     @property
@@ -117,7 +82,7 @@ class Run:
             try:
                 self._config = config_from_dict(self.meta["config"])
             except (KeyError, ConfigError) as exc:
-                raise RunNotFoundError(f"{self.path / 'config.json'}: cannot rebuild the config ({exc})") from None
+                raise RunNotFoundError(f"{self.path / rf.CONFIG_FILE}: cannot rebuild the config ({exc})") from None
         return self._config
 
     @property
@@ -128,10 +93,7 @@ class Run:
     @property
     def diverged(self) -> dict[str, Any] | None:
         """``diverged.json`` (message, step) when training stopped on a NaN/inf loss, else None."""
-        from .utils import read_json
-
-        path = self.path / "diverged.json"
-        return read_json(path) if path.is_file() else None
+        return rf.read_divergence(self.path)
 
     @property
     def is_done(self) -> bool:
@@ -150,28 +112,22 @@ class Run:
     @property
     def history(self):
         """Per-step training log (``steps.csv``) as a DataFrame: step, epoch, loss, loss_<task>, lr, weight_<task>."""
-        return self._csv("steps.csv")
+        return self._csv(rf.STEPS_FILE)
 
     @property
     def epochs(self):
         """Per-epoch results (``epochs.csv``) as a DataFrame."""
-        return self._csv("epochs.csv")
+        return self._csv(rf.EPOCHS_FILE)
 
     @property
     def metrics(self) -> dict[str, Any]:
         """``metrics.json``: every epoch's metrics including per-class IoU."""
-        from .utils import read_json
-
-        path = self.path / "metrics.json"
-        return read_json(path) if path.is_file() else {"epochs": []}
+        return rf.read_optional_json(self.path / rf.METRICS_FILE, {"epochs": []})
 
     @property
     def done(self) -> dict[str, Any]:
         """``done.json`` (``final``, ``best``, ``summary``); empty while unfinished."""
-        from .utils import read_json
-
-        path = self.path / "done.json"
-        return read_json(path) if path.is_file() else {}
+        return rf.read_optional_json(self.path / rf.DONE_FILE, {})
 
     @property
     def final(self) -> dict[str, Any]:
@@ -192,15 +148,13 @@ class Run:
     @property
     def confusion(self) -> np.ndarray | None:
         """Confusion matrix (19×19, rows = ground truth) of the best epoch, or None."""
-        path = self.path / "confusion.npy"
+        path = self.path / rf.CONFUSION_FILE
         return np.load(path) if path.is_file() else None
 
     # ---- models ---------------------------------------------------------------------------
     def checkpoint_path(self, which: str = "best") -> Path:
         """``checkpoints/best.pt`` or ``checkpoints/last.pt``."""
-        if which not in ("best", "last"):
-            raise ValueError(f"checkpoint: expected 'best' or 'last', got {which!r}")
-        return self.path / "checkpoints" / f"{which}.pt"
+        return rf.checkpoint_path(self.path, which)
 
     def load_checkpoint(self, which: str = "best", device="cpu") -> dict[str, Any]:
         """The raw checkpoint dict (see the module docstring)."""
@@ -262,11 +216,8 @@ class Run:
 # ---- notebook API -------------------------------------------------------------------------------
 def _check_dataset(run: Run, cfg: Config) -> None:
     """Warn when a cached run was trained on another data set root than ``cfg`` now resolves to."""
-    try:
-        now = paths.resolve_dataset_root(cfg.dataset_root)
-        then = run.meta.get("dataset_root")
-    except Exception:  # pragma: no cover - broken metadata is reported elsewhere
-        return
+    now = paths.resolve_dataset_root(cfg.dataset_root)
+    then = run.meta.get("dataset_root")
     if then and Path(then) != now:
         warnings.warn(f"run {run.name} was trained on {then}, but the config now resolves to {now} "
                       f"(set --dataset_root explicitly, or force=True to retrain)", stacklevel=3)
@@ -280,7 +231,7 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
       else raise :class:`RunNotFoundError`.
     - ``force=True``: retrain a finished (or diverged) run; the old folder is moved aside to
       ``<dir>.old-<timestamp>`` (never deleted).
-    - A run whose loss became NaN/inf raised :class:`cvaia.train.TrainingDiverged`; that is
+    - A run whose loss became NaN/inf raised :class:`~cvaia.run_folder.TrainingDiverged`; that is
       recorded (``diverged.json``) and asking again raises it at once, without retraining.
     - ``progress``: None → progress bars unless ``cfg.quiet``; False/True → off/on; a callable
       is called with each epoch's results dict.
@@ -296,18 +247,16 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
         run = Run(path)
         _check_dataset(run, cfg)
         return run
-    if not force and (path / "diverged.json").is_file():
-        from .train import stored_divergence
-
-        raise stored_divergence(path)
+    if not force and rf.has_diverged(path):
+        raise rf.stored_divergence(path)
     if not train:
-        if (path / "config.json").is_file() and not force:
+        if rf.is_run_folder(path) and not force:
             return Run(path)
         raise RunNotFoundError(f"no finished run for this configuration at {path} (call with train=True)")
-    from .train import run_training
+    from . import train as training  # torch and the trainer load only when something trains
 
-    path, trained = run_training(cfg, run_dir=path, resume=True, force=force, progress=progress)
-    return Run(path, trained_now=trained)
+    result = training.train(cfg, run_dir=path, resume=True, force=force, progress=progress)
+    return Run(result.run_dir, trained_now=result.trained)
 
 
 def sweep(base_cfg: Config, grid: Mapping[str, Sequence[Any]], train: bool = True, force: bool = False,
@@ -389,9 +338,9 @@ def list_runs(root: str | os.PathLike | None = None, include_old: bool = False,
         return []
     out = []
     for d in sorted(root.iterdir()):
-        if not d.is_dir() or not (d / "config.json").is_file():
+        if not d.is_dir() or not rf.is_run_folder(d):
             continue
-        if ".old-" in d.name and not include_old:
+        if rf.is_set_aside(d) and not include_old:
             continue
         if finished_only and not is_finished(d):
             continue

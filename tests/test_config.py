@@ -83,8 +83,30 @@ def test_ablation_values_no_atrous_and_no_skip():
     assert config_from_args(args) == cfg
 
 
-def test_float16_flag_sets_precision():
-    assert make_config(optimizer_float_16=True).precision == "fp16"
+def test_float16_flag_sets_the_effective_precision_without_mutating():
+    cfg = make_config(optimizer_float_16=True)
+    assert cfg.effective_precision == "fp16"
+    assert cfg.precision == "fp32"  # validate() leaves the fields as given
+    before = cfg.to_dict()
+    assert cfg.validate() is cfg and cfg.to_dict() == before
+    assert make_config(optimizer_float_16=True, precision="bf16").effective_precision == "bf16"
+    # one run, whichever way the precision field reads (older versions rewrote it to fp16)
+    assert cfg.config_hash() == cfg.replace(precision="fp16").config_hash()
+    assert cfg.config_hash() != make_config().config_hash()
+
+
+def test_run_hashes_are_unchanged(tmp_path, monkeypatch):
+    """Hashes of a few configs as computed before the config/registry refactor: existing run
+    folders stay cache hits."""
+    monkeypatch.setenv("CVAIA_DATA_DIR", str(tmp_path))  # the default data set is the synthetic one
+    cases = [({}, "67a6222d7a"), ({"optimizer": "adam", "optimizer_lr": 1e-4}, "d8948d8756"),
+             ({"optimizer_float_16": True}, "12437ec3db"), ({"precision": "fp16"}, "87bfdcd7f7"),
+             ({"optimizer_float_16": True, "precision": "bf16"}, "f3d2084b3d"),
+             ({"model_name": "adaptive_depth", "tasks": "depth"}, "3288b8f3a8"),
+             ({"model_name": "cross_attention_multitask", "dataset_root": "/tmp/x"}, "dfe95268d6"),
+             ({"tasks": "semseg", "seed": 3}, "a61d067b05")]
+    for overrides, expected in cases:
+        assert make_config(**overrides).config_hash() == expected, overrides
 
 
 def test_default_dataset_is_part_of_the_hash(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def test_cache_hit_returns_without_training(tiny_root, isolated_dirs, monkeypatc
     assert again == first and not again.trained_now
     assert {p: p.stat().st_mtime_ns for p in first.path.rglob("*") if p.is_file()} == files
     # train() on a finished run returns at once as well
-    assert cvaia.train.train(cfg) == first.path
+    assert cvaia.train.train(cfg) == (first.path, False)
     assert load_run(first.path).final == first.final
     assert [r.name for r in list_runs()] == [first.name]
 

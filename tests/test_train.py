@@ -17,14 +17,20 @@ import torch
 
 from cvaia.config import ConfigError, make_config
 from cvaia.runs import Run, get_run
-from cvaia.train import (
-    SimulatedKill,
-    TrainingDiverged,
-    build_optimizer,
-    build_scheduler,
-    selection_value,
-    train,
-)
+from cvaia.optim import build_optimizer, build_scheduler
+from cvaia.run_folder import TrainingDiverged
+from cvaia.train import selection_value, train
+
+
+class Killed(RuntimeError):
+    """Raised by a progress callback: stops training like a kill after an epoch's checkpoint."""
+
+
+def kill_after_epoch(n):
+    def callback(row):
+        if row["epoch"] >= n:
+            raise Killed(f"stopped after epoch {row['epoch']}")
+    return callback
 
 
 def tiny_cfg(root, **kw):
@@ -88,11 +94,11 @@ def test_run_learns(tiny_root, isolated_dirs):
 def test_kill_and_resume_matches_uninterrupted(tiny_root, tmp_path):
     """A run killed after epoch 1 resumes at step 2 and ends exactly like an uninterrupted run."""
     cfg = tiny_cfg(tiny_root, num_epochs=2, aug_geom_reflect=True)
-    full = train(cfg, run_dir=tmp_path / "full")
+    full = train(cfg, run_dir=tmp_path / "full").run_dir
 
     part = tmp_path / "part"
-    with pytest.raises(SimulatedKill):
-        train(cfg, run_dir=part, _stop_after_epoch=1)
+    with pytest.raises(Killed):
+        train(cfg, run_dir=part, progress=kill_after_epoch(1))
     assert not (part / "done.json").exists()
     ckpt = torch.load(part / "checkpoints" / "last.pt", weights_only=False)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
@@ -160,7 +166,7 @@ def test_huge_learning_rate_diverges(tiny_root, isolated_dirs, monkeypatch):
     from cvaia.runs import run_dir_for
 
     assert Run(run_dir_for(cfg)).diverged["step"] >= 1
-    monkeypatch.setattr(cvaia.train, "run_training", None)  # a second call must not train
+    monkeypatch.setattr(cvaia.train, "train", None)  # a second call must not train
     with pytest.raises(TrainingDiverged, match="recorded earlier"):
         get_run(cfg)
 

@@ -45,18 +45,19 @@ def _fmt(v) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, config_from_args
     from ..data.miniscapes import DatasetError
-    from ..runs import Run, run_dir_for
-    from ..train import TrainingDiverged, run_training
+    from ..run_folder import TrainingDiverged, checkpoint_path, is_finished, run_dir_for
+    from ..runs import Run
+    from ..train import train
 
     cfg = config_from_args(args)
     if args.resume and (args.force or args.restart):
         raise ConfigError("--resume: cannot be combined with --force or --restart")
     main = int(os.environ.get("RANK", "0") or 0) == 0
     path = run_dir_for(cfg)
-    if args.resume and main and not (path / "checkpoints" / "last.pt").is_file() and not (path / "done.json").is_file():
+    if args.resume and main and not checkpoint_path(path, "last").is_file() and not is_finished(path):
         print(f"[cvaia] --resume: no unfinished run at {path}; starting it", flush=True)
     try:
-        path, trained = run_training(cfg, resume=not args.restart, force=args.force)
+        path, trained = train(cfg, resume=not args.restart, force=args.force)
     except (TrainingDiverged, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

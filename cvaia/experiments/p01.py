@@ -73,8 +73,7 @@ def run_configs(configs: Sequence[Config]) -> list:
 
     Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
     """
-    from ..runs import get_run
-    from ..train import TrainingDiverged
+    from ..runs import TrainingDiverged, get_run
 
     runs = []
     for cfg in configs:

@@ -98,7 +98,8 @@ def pretrained_encoder(P: Mapping) -> tuple[str, str]:
     is a cache hit), else at any of 01's learning rates already trained, else at 1e-3 (trained
     once here). Only the encoder's weights are taken from its checkpoint.
     """
-    from ..runs import get_run, is_finished, run_dir_for
+    from ..run_folder import has_diverged, is_finished, run_dir_for
+    from ..runs import get_run
     from . import p01, resolve
 
     choice = P.get("ENCODER", "random")
@@ -113,7 +114,7 @@ def pretrained_encoder(P: Mapping) -> tuple[str, str]:
     root = p01.pretrain_root(P01)
     adam = [c for c in p01.optimizer_lr_configs(P01) if c.optimizer == "adam"]
     lrs: list[float] = []
-    diverged = [(run_dir_for(c) / "diverged.json").is_file() for c in adam]
+    diverged = [has_diverged(run_dir_for(c)) for c in adam]
     if all(d or is_finished(run_dir_for(c)) for c, d in zip(adam, diverged, strict=True)) and not all(diverged):
         # notebook 01's sweep is in the store: the lr it chose (a diverged run is a row without mIoU)
         table = p01.optimizer_lr_table(adam, [None if d else get_run(c) for c, d in zip(adam, diverged, strict=True)])
