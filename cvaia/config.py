@@ -77,7 +77,7 @@ class Config:
     # ---- model ---------------------------------------------------------------------------
     model_name: str = _f("deeplabv3p", "model", choices=MODEL_NAMES)
     model_encoder_name: str = _f("resnet18", "encoder backbone", choices=ENCODER_NAMES)
-    pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | path to a cvaia checkpoint")
+    pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | synthetic (shipped, see python -m cvaia pretrain) | path to a cvaia checkpoint")
     encoder_dilation: tuple = _f((False, False, True), "replace_stride_with_dilation for layer2..4, e.g. F,F,T")
     aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated (\"\" = no atrous branches)")
     decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder (0 = no skip)")
@@ -198,7 +198,8 @@ class Config:
     def hash_dict(self) -> dict[str, Any]:
         """The fields that change results, for the run hash.
 
-        ``precision`` is :attr:`effective_precision`. An empty ``dataset_root`` means "the default data set", which is the real miniscapes
+        ``precision`` is :attr:`effective_precision`; encoder weights other than ``random``
+        add ``pretrained_weights``, the SHA-256 of the file (:func:`cvaia.weights.weights_identity`). An empty ``dataset_root`` means "the default data set", which is the real miniscapes
         when it is present and the synthetic set otherwise: the hash names which one, so runs
         on synthetic data are never served once real data has been dropped in.
         """
@@ -210,6 +211,12 @@ class Config:
             from . import paths
 
             d["dataset_root"] = "default:" + paths.default_dataset_root().name
+        if self.pretrained not in ("random", ""):
+            # the content of the starting weights, not just their name: new weights behind
+            # "synthetic", "imagenet" or the same path never serve runs made from old ones
+            from .weights import weights_identity
+
+            d["pretrained_weights"] = weights_identity(self.pretrained, self.model_encoder_name)
         return d
 
     def config_hash(self, length: int = 10) -> str:
