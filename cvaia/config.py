@@ -22,19 +22,13 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-TASKS = ("semseg", "depth")
-MODEL_NAMES = (
-    "deeplabv3p",
-    "deeplabv3p_multitask",
-    "adaptive_depth",
-    "transformer_multitask",
-    "cross_attention_multitask",
-)
+from .errors import ConfigError
+from .models.registry import ALL_TASKS as TASKS
+from .models.registry import MODEL_NAMES, task_error
+
 ENCODER_NAMES = ("resnet18", "resnet34")
-
-
-class ConfigError(ValueError):
-    """A configuration value (flag, papermill parameter or keyword) is unknown or invalid."""
+__all__ = ["Config", "ConfigError", "ENCODER_NAMES", "FIELD_NAMES", "MODEL_NAMES", "TASKS", "add_config_arguments",
+           "config_from_args", "config_from_dict", "make_config"]
 
 
 def _f(default, help: str, *, choices=None, hash: bool = True, factory=False):  # noqa: A002
@@ -174,12 +168,9 @@ class Config:
         if self.aug_geom_scale_min <= 0 or self.aug_geom_scale_max < self.aug_geom_scale_min:
             raise ConfigError("--aug_geom_scale_min/--aug_geom_scale_max: expected 0 < min <= max, got "
                               f"{self.aug_geom_scale_min}, {self.aug_geom_scale_max}")
-        if self.model_name in ("adaptive_depth",) and self.tasks != ("depth",):
-            raise ConfigError(f"--tasks: model adaptive_depth predicts depth only; use --tasks depth "
-                              f"(got {','.join(self.tasks)})")
-        if self.model_name in ("transformer_multitask", "cross_attention_multitask") and set(self.tasks) != set(TASKS):
-            raise ConfigError(f"--tasks: model {self.model_name} needs both tasks semseg,depth "
-                              f"(got {','.join(self.tasks)})")
+        problem = task_error(self.model_name, self.tasks)  # the model registry's task rules
+        if problem:
+            raise ConfigError(problem)
         return self
 
     # ---- derived -------------------------------------------------------------------------

@@ -18,13 +18,12 @@ convex combination of clamped bins, the per-pixel depth stays in that range too.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .aspp import ASPP
 from .attention import LatentsExtractor, TransformerBlock
-from .decoder import DecoderDeepLabV3p
 from .deeplab import DEPTH_RANGE, upsample_to
 from .encoder import ResNetEncoder
 
@@ -120,18 +119,15 @@ class AdaptiveDepthHead(LatentTransformer):
         return depth, bin_probs, bin_depths
 
 
-def make_depth_branch(encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, latents_source: str,
-                      aspp_rates, dim: int, num_bins: int, num_layers: int, num_heads: int, expansion: int,
-                      dropout: float, pos_embed: str, reducer: str, attention_impl: str):
-    """The adaptive-depth branch's modules: ``(decoder, aspp or None, head)``."""
-    if latents_source not in LATENT_SOURCES:
-        raise ValueError(f"latents_source {latents_source!r}: expected one of {', '.join(LATENT_SOURCES)}")
-    decoder = DecoderDeepLabV3p(encoder.out_channels, encoder.channels[4], 256, skip_channels, num_convs)
-    aspp = ASPP(encoder.out_channels, 256, aspp_rates) if latents_source == "aspp" else None
-    latent_ch = encoder.out_channels if latents_source == "lowest" else 256
-    head = AdaptiveDepthHead(latent_ch, 256, dim, num_bins, num_layers, num_heads, expansion, dropout,
-                             pos_embed, reducer, attention_impl)
-    return decoder, aspp, head
+class DepthBranch(NamedTuple):
+    """The adaptive-depth branch's modules (built by :func:`cvaia.models.builder.depth_branch`):
+    a decoder (no ASPP) giving the 256-ch stride-4 query features, an ASPP when the latents
+    come from it (else None), the :class:`AdaptiveDepthHead`, and where the latents come from."""
+
+    decoder: nn.Module
+    aspp: nn.Module | None
+    head: AdaptiveDepthHead
+    latents_source: str
 
 
 def run_depth_branch(feats: dict, output_stride: int, latents_source: str, decoder: nn.Module,
@@ -155,22 +151,17 @@ class AdaptiveDepth(nn.Module):
     ``"bin_probs"`` (B×N×H/4×W/4) and ``"bin_depths"`` (B×N metres) for the inspector.
     """
 
-    def __init__(self, encoder: ResNetEncoder, *, skip_channels: int = 48, num_convs: int = 2,
-                 latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256, num_bins: int = 64,
-                 num_layers: int = 2, num_heads: int = 4, expansion: int = 4, dropout: float = 0.1,
-                 pos_embed: str = "none", reducer: str = "linear", attention_impl: str = "fast") -> None:
+    def __init__(self, encoder: ResNetEncoder, depth: DepthBranch) -> None:
         super().__init__()
+        if depth.latents_source not in LATENT_SOURCES or (depth.latents_source == "aspp") != (depth.aspp is not None):
+            raise ValueError(f"AdaptiveDepth: latents_source {depth.latents_source!r} does not fit the branch "
+                             f"(an ASPP exactly when the latents come from it)")
         self.tasks = ("depth",)
-        self.latents_source = latents_source
+        self.latents_source = depth.latents_source
         self.encoder = encoder
-        decoder, aspp, head = make_depth_branch(
-            encoder, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
-            aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers, num_heads=num_heads,
-            expansion=expansion, dropout=dropout, pos_embed=pos_embed, reducer=reducer,
-            attention_impl=attention_impl)
-        self.decoder = decoder
-        self.aspp = aspp
-        self.depth_head = head
+        self.decoder = depth.decoder
+        self.aspp = depth.aspp
+        self.depth_head = depth.head
 
     def forward(self, x: Tensor, return_aux: bool = False) -> dict[str, Tensor]:
         feats = self.encoder(x)

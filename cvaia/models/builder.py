@@ -1,15 +1,47 @@
-"""Builder functions (explicit keyword arguments, torchvision style) and :func:`build_model`."""
+"""Builder functions (explicit keyword arguments, torchvision style).
+
+Each builder makes the encoder and composes the model from its parts, the way torchvision's
+``_deeplabv3_resnet`` composes ``DeepLabHead``: the adaptive-depth branch
+(:func:`depth_branch`) and the segmentation heads are built here and handed to the model
+classes. The transformer settings every attention model shares travel as one
+:class:`AttentionOptions`. :func:`cvaia.models.build_model` (the registry) calls these.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
 
-from .adaptive import AdaptiveDepth
+from .adaptive import LATENT_SOURCES, AdaptiveDepth, AdaptiveDepthHead, DepthBranch
+from .aspp import ASPP
+from .decoder import DecoderDeepLabV3p
 from .deeplab import DeepLabV3p, DeepLabV3pMultiTask
-from .encoder import PretrainedWeightsError, resnet_encoder
-from .multitask import CrossAttentionMultiTask, TransformerMultiTask
+from .encoder import ResNetEncoder, resnet_encoder
+from .multitask import ClassTokenSegHead, CrossAttentionMultiTask, TransformerMultiTask, TransformerSegHead
 
 NUM_CLASSES = 19
+#: Channels of the ASPP output and of the depth decoder (the report's width).
+WIDTH = 256
+
+
+@dataclass(frozen=True)
+class AttentionOptions:
+    """The transformer settings shared by the adaptive-depth head and the attention seg heads."""
+
+    dim: int = 256
+    num_bins: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    expansion: int = 4
+    dropout: float = 0.1
+    pos_embed: str = "none"
+    reducer: str = "linear"
+    attention_impl: str = "fast"
+
+    @classmethod
+    def from_config(cls, cfg) -> "AttentionOptions":
+        return cls(dim=cfg.transformer_dim, num_bins=cfg.num_bins, num_layers=cfg.num_transformer_layers,
+                   num_heads=cfg.num_heads, expansion=cfg.expansion, dropout=cfg.dropout, pos_embed=cfg.pos_embed,
+                   reducer=cfg.transformer_reducer, attention_impl=cfg.attention_impl)
 
 
 def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random",
@@ -32,86 +64,62 @@ def deeplabv3p_multitask(*, tasks=("semseg", "depth"), encoder: str = "resnet18"
     return DeepLabV3pMultiTask(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
 
 
+def depth_branch(encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, latents_source: str,
+                 aspp_rates, attention: AttentionOptions) -> DepthBranch:
+    """The adaptive-depth branch on ``encoder``: a DeepLabV3+ decoder (no ASPP) to 256 ch at
+    stride 4, an ASPP when the latents come from it, and the :class:`AdaptiveDepthHead`."""
+    if latents_source not in LATENT_SOURCES:
+        raise ValueError(f"latents_source {latents_source!r}: expected one of {', '.join(LATENT_SOURCES)}")
+    decoder = DecoderDeepLabV3p(encoder.out_channels, encoder.channels[4], WIDTH, skip_channels, num_convs)
+    aspp = ASPP(encoder.out_channels, WIDTH, aspp_rates) if latents_source == "aspp" else None
+    latent_ch = encoder.out_channels if latents_source == "lowest" else WIDTH
+    a = attention
+    head = AdaptiveDepthHead(latent_ch, WIDTH, a.dim, a.num_bins, a.num_layers, a.num_heads, a.expansion,
+                             a.dropout, a.pos_embed, a.reducer, a.attention_impl)
+    return DepthBranch(decoder, aspp, head, latents_source)
+
+
 def adaptive_depth(*, encoder: str = "resnet18", weights: str = "random", encoder_dilation=(False, False, True),
                    skip_channels: int = 48, num_convs: int = 2, latents_source: str = "lowest",
-                   aspp_rates=(3, 6, 9), dim: int = 256, num_bins: int = 64, num_layers: int = 2,
-                   num_heads: int = 4, expansion: int = 4, dropout: float = 0.1, pos_embed: str = "none",
-                   reducer: str = "linear", attention_impl: str = "fast") -> AdaptiveDepth:
+                   aspp_rates=(3, 6, 9), attention: AttentionOptions | None = None) -> AdaptiveDepth:
     """Adaptive-bins depth model (depth only)."""
     enc = resnet_encoder(encoder, encoder_dilation, weights)
-    return AdaptiveDepth(enc, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
-                         aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers,
-                         num_heads=num_heads, expansion=expansion, dropout=dropout, pos_embed=pos_embed,
-                         reducer=reducer, attention_impl=attention_impl)
+    return AdaptiveDepth(enc, depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs,
+                                           latents_source=latents_source, aspp_rates=aspp_rates,
+                                           attention=attention or AttentionOptions()))
 
 
 def transformer_multitask(*, encoder: str = "resnet18", weights: str = "random",
                           encoder_dilation=(False, False, True), skip_channels: int = 48, num_convs: int = 2,
-                          latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256,
-                          num_bins: int = 64, num_layers: int = 2, num_heads: int = 4, expansion: int = 4,
-                          dropout: float = 0.1, pos_embed: str = "none", reducer: str = "linear",
-                          attention_impl: str = "fast", num_classes: int = NUM_CLASSES) -> TransformerMultiTask:
-    """Adaptive depth + transformer segmentation branch (both tasks)."""
+                          latents_source: str = "lowest", aspp_rates=(3, 6, 9),
+                          attention: AttentionOptions | None = None,
+                          num_classes: int = NUM_CLASSES) -> TransformerMultiTask:
+    """Adaptive depth + transformer segmentation branch (both tasks):
+    ``ASPP → TransformerSegHead (num_bins tokens) → DeepLabV3+ decoder → 19 classes``."""
+    a = attention or AttentionOptions()
     enc = resnet_encoder(encoder, encoder_dilation, weights)
-    return TransformerMultiTask(enc, num_classes=num_classes, skip_channels=skip_channels, num_convs=num_convs,
-                                latents_source=latents_source, aspp_rates=aspp_rates, dim=dim, num_bins=num_bins,
-                                num_layers=num_layers, num_heads=num_heads, expansion=expansion, dropout=dropout,
-                                pos_embed=pos_embed, reducer=reducer, attention_impl=attention_impl)
+    depth = depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
+                         aspp_rates=aspp_rates, attention=a)
+    seg_aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)
+    seg_head = TransformerSegHead(WIDTH, a.dim, a.num_bins, a.num_layers, a.num_heads, a.expansion, a.dropout,
+                                  a.pos_embed, a.reducer, a.attention_impl)
+    seg_decoder = DecoderDeepLabV3p(a.dim, enc.channels[4], num_classes, skip_channels, num_convs)
+    return TransformerMultiTask(enc, depth, seg_aspp, seg_head, seg_decoder)
 
 
 def cross_attention_multitask(*, encoder: str = "resnet18", weights: str = "random",
                               encoder_dilation=(False, False, True), skip_channels: int = 48, num_convs: int = 2,
-                              latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256,
-                              num_bins: int = 64, num_layers: int = 2, num_heads: int = 4, expansion: int = 4,
-                              dropout: float = 0.1, pos_embed: str = "none", reducer: str = "linear",
-                              attention_impl: str = "fast", chunk: int = 4096, kv_pool: int = 4,
+                              latents_source: str = "lowest", aspp_rates=(3, 6, 9),
+                              attention: AttentionOptions | None = None, chunk: int = 4096, kv_pool: int = 4,
                               num_classes: int = NUM_CLASSES) -> CrossAttentionMultiTask:
-    """Adaptive depth + class-token cross-attention segmentation head (both tasks)."""
+    """Adaptive depth + class-token cross-attention segmentation head (both tasks):
+    ``ASPP → DeepLabV3+ decoder (dim channels) → ClassTokenSegHead → 19 class maps``."""
+    a = attention or AttentionOptions()
     enc = resnet_encoder(encoder, encoder_dilation, weights)
-    return CrossAttentionMultiTask(enc, num_classes=num_classes, skip_channels=skip_channels, num_convs=num_convs,
-                                   latents_source=latents_source, aspp_rates=aspp_rates, dim=dim,
-                                   num_bins=num_bins, num_layers=num_layers, num_heads=num_heads,
-                                   expansion=expansion, dropout=dropout, pos_embed=pos_embed, reducer=reducer,
-                                   attention_impl=attention_impl, chunk=chunk, kv_pool=kv_pool)
-
-
-BUILDERS = {
-    "deeplabv3p": deeplabv3p,
-    "deeplabv3p_multitask": deeplabv3p_multitask,
-    "adaptive_depth": adaptive_depth,
-    "transformer_multitask": transformer_multitask,
-    "cross_attention_multitask": cross_attention_multitask,
-}
-
-
-def build_model(cfg) -> nn.Module:
-    """The model a :class:`cvaia.config.Config` describes (``cfg.model_name`` and its options).
-
-    Raises :class:`cvaia.config.ConfigError` naming the flag for an unknown model, tasks the
-    model cannot predict, or ``--pretrained`` weights that are missing or do not fit.
-    """
-    from cvaia.config import ConfigError
-
-    if cfg.model_name not in BUILDERS:
-        raise ConfigError(f"--model_name: {cfg.model_name!r} is not one of {', '.join(BUILDERS)}")
-    common = dict(encoder=cfg.model_encoder_name, weights=cfg.pretrained,
-                  encoder_dilation=tuple(cfg.encoder_dilation), aspp_rates=tuple(cfg.aspp_rates),
-                  skip_channels=cfg.decoder_skip_channels, num_convs=cfg.decoder_num_convs)
-    tasks = tuple(cfg.tasks)
-    if cfg.model_name in ("deeplabv3p", "deeplabv3p_multitask"):
-        kwargs = dict(common, tasks=tasks)
-    else:
-        wanted = {"adaptive_depth": {"depth"}}.get(cfg.model_name, {"semseg", "depth"})
-        if set(tasks) != wanted:
-            raise ConfigError(f"--tasks: model {cfg.model_name} predicts {','.join(sorted(wanted))}, "
-                              f"got {','.join(tasks)}")
-        kwargs = dict(common, latents_source=cfg.latents_source, dim=cfg.transformer_dim, num_bins=cfg.num_bins,
-                      num_layers=cfg.num_transformer_layers, num_heads=cfg.num_heads, expansion=cfg.expansion,
-                      dropout=cfg.dropout, pos_embed=cfg.pos_embed, reducer=cfg.transformer_reducer,
-                      attention_impl=cfg.attention_impl)
-        if cfg.model_name == "cross_attention_multitask":
-            kwargs["chunk"] = cfg.cross_attention_chunk
-    try:
-        return BUILDERS[cfg.model_name](**kwargs)
-    except PretrainedWeightsError as exc:
-        raise ConfigError(f"--pretrained: {exc}") from exc
+    depth = depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
+                         aspp_rates=aspp_rates, attention=a)
+    seg_aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)
+    seg_decoder = DecoderDeepLabV3p(WIDTH, enc.channels[4], a.dim, skip_channels, num_convs)
+    seg_head = ClassTokenSegHead(a.dim, num_classes, a.num_layers, a.num_heads, a.expansion, a.dropout,
+                                 a.attention_impl, chunk, kv_pool)
+    return CrossAttentionMultiTask(enc, depth, seg_aspp, seg_head, seg_decoder)

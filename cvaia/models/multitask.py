@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .adaptive import LatentTransformer, make_depth_branch, run_depth_branch
-from .aspp import ASPP
+from .adaptive import DepthBranch, LatentTransformer, run_depth_branch
 from .attention import CrossTransformerBlock
 from .decoder import DecoderDeepLabV3p
 from .deeplab import upsample_to
@@ -117,25 +116,19 @@ class ClassTokenSegHead(nn.Module):
 
 class _AdaptiveDepthMultiTask(nn.Module):
     """Shared parts: encoder, the adaptive-depth branch (``decoder.depth``, ``aspp.depth`` when
-    the latents come from ASPP, ``depth_head``), and per-task ModuleDicts."""
+    the latents come from ASPP, ``depth_head``), and per-task ModuleDicts (``aspp.semseg``
+    is the segmentation branch's ASPP)."""
 
-    def __init__(self, encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, latents_source: str,
-                 aspp_rates, dim: int, num_bins: int, num_layers: int, num_heads: int, expansion: int,
-                 dropout: float, pos_embed: str, reducer: str, attention_impl: str) -> None:
+    def __init__(self, encoder: ResNetEncoder, depth: DepthBranch, seg_aspp: nn.Module) -> None:
         super().__init__()
         self.tasks = ("semseg", "depth")
-        self.latents_source = latents_source
+        self.latents_source = depth.latents_source
         self.encoder = encoder
-        decoder, aspp, head = make_depth_branch(
-            encoder, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
-            aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers, num_heads=num_heads,
-            expansion=expansion, dropout=dropout, pos_embed=pos_embed, reducer=reducer,
-            attention_impl=attention_impl)
-        self.aspp = nn.ModuleDict({"semseg": ASPP(encoder.out_channels, 256, aspp_rates)})
-        if aspp is not None:
-            self.aspp["depth"] = aspp
-        self.decoder = nn.ModuleDict({"depth": decoder})
-        self.depth_head = head
+        self.aspp = nn.ModuleDict({"semseg": seg_aspp})
+        if depth.aspp is not None:
+            self.aspp["depth"] = depth.aspp
+        self.decoder = nn.ModuleDict({"depth": depth.decoder})
+        self.depth_head = depth.head
 
     def _depth(self, feats):
         return run_depth_branch(feats, self.encoder.output_stride, self.latents_source, self.decoder["depth"],
@@ -164,18 +157,11 @@ class TransformerMultiTask(_AdaptiveDepthMultiTask):
     map with the stride-4 skip, 19 classes).
     """
 
-    def __init__(self, encoder: ResNetEncoder, *, num_classes: int = 19, skip_channels: int = 48,
-                 num_convs: int = 2, latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256,
-                 num_bins: int = 64, num_layers: int = 2, num_heads: int = 4, expansion: int = 4,
-                 dropout: float = 0.1, pos_embed: str = "none", reducer: str = "linear",
-                 attention_impl: str = "fast") -> None:
-        super().__init__(encoder, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
-                         aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers,
-                         num_heads=num_heads, expansion=expansion, dropout=dropout, pos_embed=pos_embed,
-                         reducer=reducer, attention_impl=attention_impl)
-        self.seg_head = TransformerSegHead(256, dim, num_bins, num_layers, num_heads, expansion, dropout,
-                                           pos_embed, reducer, attention_impl)
-        self.decoder["semseg"] = DecoderDeepLabV3p(dim, encoder.channels[4], num_classes, skip_channels, num_convs)
+    def __init__(self, encoder: ResNetEncoder, depth: DepthBranch, seg_aspp: nn.Module,
+                 seg_head: TransformerSegHead, seg_decoder: DecoderDeepLabV3p) -> None:
+        super().__init__(encoder, depth, seg_aspp)
+        self.seg_head = seg_head
+        self.decoder["semseg"] = seg_decoder
 
     def _semseg(self, feats) -> Tensor:
         x = self.seg_head(self.aspp["semseg"](feats[self.encoder.output_stride]))
@@ -190,18 +176,11 @@ class CrossAttentionMultiTask(_AdaptiveDepthMultiTask):
     channels at stride 4) → ``seg_head`` (:class:`ClassTokenSegHead`) → 19 class maps.
     """
 
-    def __init__(self, encoder: ResNetEncoder, *, num_classes: int = 19, skip_channels: int = 48,
-                 num_convs: int = 2, latents_source: str = "lowest", aspp_rates=(3, 6, 9), dim: int = 256,
-                 num_bins: int = 64, num_layers: int = 2, num_heads: int = 4, expansion: int = 4,
-                 dropout: float = 0.1, pos_embed: str = "none", reducer: str = "linear",
-                 attention_impl: str = "fast", chunk: int = 4096, kv_pool: int = 4) -> None:
-        super().__init__(encoder, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
-                         aspp_rates=aspp_rates, dim=dim, num_bins=num_bins, num_layers=num_layers,
-                         num_heads=num_heads, expansion=expansion, dropout=dropout, pos_embed=pos_embed,
-                         reducer=reducer, attention_impl=attention_impl)
-        self.decoder["semseg"] = DecoderDeepLabV3p(256, encoder.channels[4], dim, skip_channels, num_convs)
-        self.seg_head = ClassTokenSegHead(dim, num_classes, num_layers, num_heads, expansion, dropout,
-                                          attention_impl, chunk, kv_pool)
+    def __init__(self, encoder: ResNetEncoder, depth: DepthBranch, seg_aspp: nn.Module,
+                 seg_head: ClassTokenSegHead, seg_decoder: DecoderDeepLabV3p) -> None:
+        super().__init__(encoder, depth, seg_aspp)
+        self.decoder["semseg"] = seg_decoder
+        self.seg_head = seg_head
 
     def _semseg(self, feats) -> Tensor:
         features, _ = self.decoder["semseg"](self.aspp["semseg"](feats[self.encoder.output_stride]), feats[4])
