@@ -6,8 +6,8 @@ Three widgets:
   miniscapes-format data set, optionally with a model's predictions;
 - :class:`TaskWeightExplorer` — a slider over the finished task-weight runs ``w`` showing their
   metrics and predictions;
-- :class:`BinsInspector` — pick a pixel (x/y sliders) and see the adaptive-bins probability
-  distribution over the bin depths there.
+- :class:`BinsInspector` — pick a pixel (click on the image with ipympl, or x/y sliders) and
+  see the adaptive-bins probability distribution over the bin depths there.
 
 Every widget has ``.widget`` (the ipywidgets container) and ``render()``, which returns a
 matplotlib Figure of the current state; ``update()`` re-renders (and refreshes the live
@@ -423,18 +423,42 @@ class TaskWeightExplorer(_InteractiveFigure):
 
 
 # ---- adaptive-bins inspector --------------------------------------------------------------------
+def _ipympl_available() -> bool:
+    """Whether ipympl (the interactive matplotlib widget, package and JupyterLab extension) is installed."""
+    from importlib.util import find_spec
+
+    return find_spec("ipympl") is not None
+
+
+def _click_canvas(fig: Figure, on_click: Callable):
+    """Put ``fig`` on an ipympl canvas widget whose mouse clicks call ``on_click(event)``."""
+    from ipympl.backend_nbagg import Canvas, FigureManager
+
+    canvas = Canvas(fig)
+    # The manager routes the frontend's mouse messages to matplotlib events on the figure.
+    manager = FigureManager(canvas, 0)
+    manager.set_window_title("click the image or a bin map to pick a pixel")
+    canvas.toolbar_visible = False  # pan/zoom would fight with picking
+    canvas.resizable = False
+    canvas.mpl_connect("button_press_event", on_click)
+    return canvas
+
+
 class BinsInspector(_InteractiveFigure):
-    """Pick a pixel with two sliders and see its adaptive-bins distribution.
+    """Pick a pixel and see its adaptive-bins distribution.
 
     ``rgb``: the image (uint8 H×W×3 or a normalised 3×H×W tensor); ``bin_probs``: N×h×w
     per-cell bin probabilities (h×w may be coarser than the image; the pixel is mapped to its
     cell); ``bin_depths``: the N bin centres in metres; ``depth``: optional H×W predicted depth.
-    (Clicking on the image would need an interactive matplotlib backend such as ipympl, which
-    the workbook does not install; the sliders work everywhere.)
+
+    The x/y sliders work everywhere. ``click``: in a live frontend, also pick the pixel by
+    clicking on the image (or on a bin's probability map), drawing the figure on an ipympl
+    canvas; ``None`` (default) → when ipympl is installed (it ships its JupyterLab extension),
+    ``False`` → sliders only (a PNG figure, e.g. for a frontend without the ipympl extension).
     """
 
     def __init__(self, rgb, bin_probs, bin_depths, depth=None, *, pixel: tuple[int, int] | None = None,
-                 n_bins_shown: int = 3):
+                 n_bins_shown: int = 3, click: bool | None = None):
         import ipywidgets as W
 
         self.rgb = plots.rgb_to_uint8(rgb)[0]
@@ -447,6 +471,11 @@ class BinsInspector(_InteractiveFigure):
         y, x = pixel if pixel is not None else (H // 2, W_ // 2)
         if not (0 <= y < H and 0 <= x < W_):
             raise ValueError(f"BinsInspector: pixel (y={y}, x={x}) outside the {H}×{W_} image")
+        if click and not _ipympl_available():
+            raise ImportError("BinsInspector(click=True) needs ipympl (pip install ipympl); "
+                              "use click=False for the x/y sliders only")
+        self.click = _ipympl_available() if click is None else bool(click)
+        self.canvas = None  # the ipympl canvas shown in click mode
         self.x_slider = W.IntSlider(value=int(x), min=0, max=W_ - 1, description="x",
                                     continuous_update=False)
         self.y_slider = W.IntSlider(value=int(y), min=0, max=H - 1, description="y",
@@ -469,6 +498,50 @@ class BinsInspector(_InteractiveFigure):
         finally:
             self._hold = False
         return self.update()
+
+    def event_pixel(self, event) -> tuple[int, int] | None:
+        """The image pixel ``(y, x)`` under a matplotlib mouse event, or ``None``.
+
+        Only left clicks on the image or on a bin's probability map count (both span the
+        whole image, whatever the probability grid's resolution); anything else → ``None``.
+        """
+        from matplotlib.backend_bases import MouseButton
+
+        ax = getattr(event, "inaxes", None)
+        if ax is None or event.xdata is None or event.ydata is None or \
+                getattr(event, "button", MouseButton.LEFT) != MouseButton.LEFT:
+            return None
+        H, W_ = self.rgb.shape[:2]
+        for im in ax.get_images():
+            left, right, bottom, top = im.get_extent()
+            if not np.isclose(abs(right - left), W_) or not np.isclose(abs(bottom - top), H):
+                continue  # not an image-sized map
+            x = int(np.floor((event.xdata - left) / (right - left) * W_))
+            y = int(np.floor((event.ydata - top) / (bottom - top) * H))
+            return min(max(y, 0), H - 1), min(max(x, 0), W_ - 1)
+        return None
+
+    def _on_click(self, event) -> None:
+        """``button_press_event`` handler of the click canvas: pick the pixel under the mouse."""
+        pixel = self.event_pixel(event)
+        if pixel is not None:
+            self.pick(*pixel)
+
+    def update(self) -> Figure:
+        """Render the current state; live with ``click``: on a fresh clickable ipympl canvas."""
+        if not (self._live and self.click):
+            return super().update()
+        from IPython.display import clear_output
+
+        fig = self.render()
+        self.figure = fig
+        old, self.canvas = self.canvas, _click_canvas(fig, self._on_click)
+        with self._output:
+            clear_output(wait=True)
+            _display(self.canvas)
+        if old is not None:
+            old.close()  # its figure is gone from the page; free the widget model
+        return fig
 
     def distribution(self) -> dict:
         """The selected pixel's distribution (see :func:`cvaia.plots.pixel_distribution`)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import ipywidgets
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backend_bases import MouseButton
 from matplotlib.figure import Figure
 
 from cvaia import plots, widgets
@@ -231,6 +234,80 @@ def test_bins_inspector_picks_the_right_pixel():
     np.testing.assert_allclose(bi.distribution()["probs"], probs[:, 0, 7])
     with pytest.raises(ValueError, match="outside"):
         bi.pick(16, 0)
+
+
+def _bins_inspector(**kw):
+    """A 16×32 image with 6 bins on a 4×8 probability grid."""
+    rng = np.random.default_rng(3)
+    probs = rng.random((6, 4, 8))
+    probs /= probs.sum(0, keepdims=True)
+    rgb = rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    return widgets.BinsInspector(rgb, probs, np.array([3.0, 7.0, 12.0, 25.0, 50.0, 90.0]), **kw)
+
+
+def _click(ax, x, y, button=MouseButton.LEFT):
+    """What matplotlib hands a ``button_press_event`` handler (data coordinates of ``ax``)."""
+    return SimpleNamespace(inaxes=ax, xdata=x, ydata=y, button=button)
+
+
+def test_bins_inspector_click_picks_the_pixel_under_the_mouse():
+    bi = _bins_inspector()
+    fig = bi.update()
+    image_ax, map_ax = _main_axes(fig)[:2]
+    dist_ax = _main_axes(fig)[-1]
+    colorbar = next(a for a in fig.axes if a.get_label() == "<colorbar>")
+    assert image_ax.get_title() == "image" and map_ax.get_title().startswith("bin ")
+
+    bi._on_click(_click(image_ax, 6.4, 12.6))  # imshow: column 6 spans x ∈ [5.5, 6.5)
+    assert bi.pixel == (13, 6) and bi.figure is not fig
+    assert _main_axes(bi.figure)[-1].get_title() == "bin distribution at pixel (y=13, x=6)"
+    np.testing.assert_allclose(bi.distribution()["probs"], bi.probs[:, 3, 1])
+    # a bin's map spans the image (extent 0..W × 0..H) whatever the grid's resolution
+    bi._on_click(_click(map_ax, 30.9, 0.2))
+    assert bi.pixel == (0, 30)
+    bi._on_click(_click(image_ax, 31.5, 15.5))  # the image's far edge: clamped inside
+    assert bi.pixel == (15, 31)
+
+    shown = bi.figure
+    for ignored in (_click(None, None, None), _click(dist_ax, 20.0, 0.1), _click(colorbar, 0.5, 0.5),
+                    _click(image_ax, 3.0, 3.0, button=MouseButton.RIGHT)):
+        bi._on_click(ignored)
+        assert bi.pixel == (15, 31) and bi.figure is shown
+
+
+def test_bins_inspector_live_click_canvas(captured, monkeypatch):
+    from ipympl.backend_nbagg import Canvas
+
+    monkeypatch.setenv(widgets.STATIC_ENV, "0")  # pretend a live frontend
+    bi = _bins_inspector()
+    assert bi.click  # ipympl is installed
+    bi.display()
+    canvas = captured[1]
+    assert captured[0] is bi.widget and isinstance(canvas, Canvas) and canvas is bi.canvas
+    assert canvas.figure is bi.figure and not canvas.toolbar_visible
+    canvas.draw()  # the first draw lays the figure out, as in the browser
+    px, py = bi.figure.axes[0].transData.transform((20, 3))  # image pixel (y=3, x=20)
+    # the message jupyter-matplotlib's frontend sends for a left click (y from the top)
+    canvas.manager.handle_json({"type": "button_press", "x": px, "y": bi.figure.bbox.height - py,
+                                "button": 0, "buttons": 1, "modifiers": []})
+    assert bi.pixel == (3, 20) and (bi.x_slider.value, bi.y_slider.value) == (20, 3)
+    assert isinstance(captured[2], Canvas) and captured[2] is bi.canvas is not canvas
+    assert canvas.comm is None  # the replaced canvas is closed
+    bi.x_slider.value = 7  # the sliders still work, on a new canvas too
+    assert bi.pixel == (3, 7) and captured[3] is bi.canvas and captured[3].figure is bi.figure
+
+
+def test_bins_inspector_slider_fallback(captured, monkeypatch):
+    monkeypatch.setenv(widgets.STATIC_ENV, "0")
+    bi = _bins_inspector(click=False)
+    bi.display()
+    assert captured[0] is bi.widget and isinstance(captured[1], Figure) and bi.canvas is None
+    bi.y_slider.value = 2
+    assert isinstance(captured[2], Figure) and bi.pixel == (2, 16)
+    monkeypatch.setattr(widgets, "_ipympl_available", lambda: False)
+    assert not _bins_inspector().click
+    with pytest.raises(ImportError, match="needs ipympl"):
+        _bins_inspector(click=True)
 
 
 # ---- display: interactive vs static -------------------------------------------------------------
