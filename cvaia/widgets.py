@@ -20,19 +20,30 @@ state is shown, so executed notebooks (papermill, ``python -m cvaia workbook``, 
 keep a meaningful image instead of a dead widget. How :func:`static_mode` decides:
 
 1. ``CVAIA_STATIC_WIDGETS=1`` (also ``true``/``yes``) → static; ``=0`` (``false``/``no``) →
-   interactive. cvaia's workbook runner sets ``CVAIA_STATIC_WIDGETS=1`` for the kernels it
-   starts; set it yourself when running notebooks with papermill or nbconvert directly
-   (papermill itself sets no environment variable a kernel could see, and a kernel cannot
-   tell whether a frontend will ever render its widget messages);
+   interactive (cvaia's workbook runner sets ``=1`` for the kernels it starts);
 2. any ``PAPERMILL_*`` environment variable → static (for set-ups that export one);
 3. no IPython, or an IPython without a kernel (plain ``python``, terminal IPython) → static;
-4. otherwise (an IPython kernel, i.e. a notebook) → interactive.
+4. a kernel with a *known* live frontend → interactive (:func:`live_frontend`): a Jupyter
+   widget manager has opened ipywidgets' control comm, the kernel was started by a running
+   Jupyter server (JupyterLab, Notebook 7, JupyterHub: its ``jpserver-<pid>.json`` is in the
+   Jupyter runtime folder), VS Code or Google Colab;
+5. otherwise static: plain ``papermill``, ``jupyter nbconvert --execute``, ``jupyter
+   execute`` and nbval start kernels that no frontend will ever show.
+
+A widget built in static mode sends no comm messages at all (its ipywidgets controls live in
+the kernel only, on comm's no-op ``DummyComm``): executing a cell that opens widget comms can
+block a headless client forever (jupyter/nbclient#312), so batch runs never open any. Should
+the same widget later be displayed live, its comms are opened then.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +51,7 @@ from matplotlib.figure import Figure
 
 from . import plots
 
-__all__ = ["STATIC_ENV", "static_mode", "show", "overlay", "SampleBrowser",
+__all__ = ["STATIC_ENV", "static_mode", "live_frontend", "show", "overlay", "SampleBrowser",
            "TaskWeightExplorer", "BinsInspector"]
 
 #: Environment variable forcing static (``1``) or interactive (``0``) widget display.
@@ -49,10 +60,53 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
+def _kernel_shell():
+    """The running IPython shell when it has a kernel (a notebook-like session), else None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None
+    ip = get_ipython()
+    return ip if ip is not None and getattr(ip, "kernel", None) is not None else None
+
+
+def _jupyter_server_pid(pid: int) -> bool:
+    """Whether process ``pid`` is a running Jupyter server (it wrote its runtime file)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    runtime = Path(jupyter_runtime_dir())
+    return any((runtime / f"{kind}-{pid}.json").is_file() for kind in ("jpserver", "nbserver"))
+
+
+def live_frontend() -> str | None:
+    """The live frontend this kernel is known to be shown in, or None when none is known.
+
+    Checked, in order: ipywidgets' control comm (opened by the widget manager of a Jupyter
+    page), the kernel's launcher being a running Jupyter server (``JPY_PARENT_PID`` names a
+    process with a ``jpserver-<pid>.json`` runtime file), VS Code, Google Colab. A kernel
+    started by papermill, nbconvert, nbclient or nbval has none of these.
+    """
+    ip = _kernel_shell()
+    if ip is None:
+        return None
+    widget_cls = getattr(sys.modules.get("ipywidgets"), "Widget", None)
+    if getattr(widget_cls, "_control_comm", None) is not None:
+        return "a Jupyter widget manager"
+    parent = os.environ.get("JPY_PARENT_PID", "").strip()
+    if parent.isdigit() and _jupyter_server_pid(int(parent)):
+        return "a Jupyter server"
+    if "__vsc_ipynb_file__" in getattr(ip, "user_ns", {}):
+        return "VS Code"
+    if "google.colab" in sys.modules:
+        return "Google Colab"
+    return None
+
+
 def static_mode() -> bool:
     """Whether widgets should display a static figure instead of interactive controls.
 
-    See the module docstring for the rules (``CVAIA_STATIC_WIDGETS``, ``PAPERMILL_*``, kernel).
+    See the module docstring for the rules (``CVAIA_STATIC_WIDGETS``, ``PAPERMILL_*``, kernel,
+    :func:`live_frontend`).
     """
     value = os.environ.get(STATIC_ENV, "").strip().lower()
     if value in _TRUE:
@@ -63,12 +117,54 @@ def static_mode() -> bool:
         raise ValueError(f"{STATIC_ENV}={value!r}: expected 1/true/yes or 0/false/no")
     if any(k.startswith("PAPERMILL") for k in os.environ):
         return True
+    return live_frontend() is None
+
+
+@contextlib.contextmanager
+def _kernel_only_comms(enabled: bool = True) -> Iterator[None]:
+    """While active (and ``enabled``), new ipywidgets get comm's no-op ``DummyComm``: they work
+    in the kernel (values, observers) but send no message to any frontend."""
+    if not enabled:
+        yield
+        return
+    import comm
+
+    real = comm.create_comm
+    comm.create_comm = comm.DummyComm
     try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython is a dependency
-        return True
-    ip = get_ipython()
-    return ip is None or getattr(ip, "kernel", None) is None
+        yield
+    finally:
+        comm.create_comm = real
+
+
+def _widget_tree(root) -> list:
+    """``root`` and every widget it references (children, layouts, styles), children first."""
+    from ipywidgets import Widget
+
+    order: list = []
+    seen: set[int] = set()
+
+    def visit(w) -> None:
+        seen.add(id(w))
+        for name in w.keys:
+            value = getattr(w, name, None)
+            for v in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(v, Widget) and id(v) not in seen:
+                    visit(v)
+        order.append(w)
+
+    visit(root)
+    return order
+
+
+def _open_frontend_comms(root) -> None:
+    """Give widgets built by :func:`_kernel_only_comms` real comms (children before parents)."""
+    import comm
+
+    for w in _widget_tree(root):
+        if isinstance(w.comm, comm.DummyComm):
+            w.close()
+            w.open()
 
 
 def _display(obj) -> None:
@@ -108,9 +204,34 @@ def overlay(rgb, ids, alpha: float = 0.5) -> np.ndarray:
 
 
 class _InteractiveFigure:
-    """Shared plumbing: controls → ``update()`` → figure in an Output widget when live."""
+    """Shared plumbing: controls → ``update()`` → figure in an Output widget when live.
+
+    Every subclass constructor runs under :func:`_kernel_only_comms` when :func:`static_mode`
+    holds, so building a widget in a batch run sends no comm message.
+    """
 
     widget = None  # the ipywidgets container, built by subclasses
+    _kernel_only = False  # built without frontend comms (static mode at construction)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kw):
+            if getattr(self, "_constructing", False):  # a subclass's super().__init__()
+                return init(self, *args, **kw)
+            self._constructing = True
+            try:
+                self._kernel_only = static_mode()
+                with _kernel_only_comms(self._kernel_only):
+                    init(self, *args, **kw)
+            finally:
+                self._constructing = False
+
+        cls.__init__ = __init__
 
     def _build(self, controls: Sequence) -> None:
         import ipywidgets as W
@@ -149,6 +270,9 @@ class _InteractiveFigure:
             self.figure = self.render()
             _display(self.figure)
             return
+        if self._kernel_only:  # built in static mode, now shown live: open the comms first
+            _open_frontend_comms(self.widget)
+            self._kernel_only = False
         self._live = True
         _display(self.widget)
         self.update()

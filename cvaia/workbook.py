@@ -41,6 +41,12 @@ PROFILES = ("smoke", "quick", "full")
 HEADLINES_ENV = "CVAIA_HEADLINES_DIR"
 
 
+#: Default per-cell execution timeout (seconds) of each profile: a cell that takes longer (a
+#: hung kernel, an endless loop) fails with a message instead of blocking the run forever.
+#: ``--timeout S`` / ``execution_timeout=S`` sets another, ``0`` none.
+CELL_TIMEOUT_S = {"smoke": 600.0, "quick": 2 * 3600.0, "full": 24 * 3600.0}
+
+
 class WorkbookError(ValueError):
     """Bad runner input: unknown notebook, bad profile, missing folder."""
 
@@ -206,11 +212,27 @@ def kernel_transport() -> Iterator[dict]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _last_started_cell(output: Path) -> tuple[int | None, int | None]:
+    """``(execution count, index)`` of the last cell papermill started in ``output``."""
+    try:
+        import nbformat
+
+        cells = nbformat.read(output, as_version=4).cells
+    except Exception:  # no output written (the kernel never started)
+        return None, None
+    started = [i for i, c in enumerate(cells)
+               if c.cell_type == "code" and c.metadata.get("papermill", {}).get("start_time")]
+    if not started:
+        return None, None
+    return cells[started[-1]].get("execution_count"), started[-1]
+
+
 def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path | None = None,
                      headlines_dir: Path, progress_bar: bool = False,
                      execution_timeout: float | None = None) -> NotebookResult:
     """Execute one notebook with papermill; failures are caught and described in the result."""
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     result = NotebookResult(name=source.stem, source=source, output=output)
@@ -236,6 +258,11 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
         result.failed_cell = exc.exec_count
         result.failed_cell_index = exc.cell_index
         result.error = f"{exc.ename}: {exc.evalue}"
+    except CellTimeoutError:
+        result.failed_cell, result.failed_cell_index = _last_started_cell(output)
+        result.error = (f"TimeoutError: the cell did not finish within {execution_timeout:g} s (the "
+                        f"per-cell execution timeout; --timeout S sets another, 0 none); the kernel "
+                        f"was interrupted and the notebook's remaining cells were not run")
     except Exception as exc:  # kernel died, timeout, unreadable notebook ...
         result.error = f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - t0
@@ -262,11 +289,16 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
     """Execute the notebooks (all, or those in ``only``) in order; return one result each.
 
     ``out`` defaults to ``<runs>/executed/<profile>``. Every notebook runs even when an
-    earlier one failed. A ``summary.json`` is written next to the executed notebooks, and
+    earlier one failed. ``execution_timeout``: seconds a cell may take (None: the profile's
+    :data:`CELL_TIMEOUT_S`, 0: no limit). A ``summary.json`` is written next to the executed notebooks, and
     with ``report`` the HTML report (:func:`cvaia.report.build_report`) in ``<out>/report``.
     """
     if profile not in PROFILES:
         raise WorkbookError(f"--profile: expected one of {', '.join(PROFILES)}, got {profile!r}")
+    if execution_timeout is None:
+        execution_timeout = CELL_TIMEOUT_S[profile]
+    if not (execution_timeout >= 0 and math.isfinite(execution_timeout)):
+        raise WorkbookError(f"--timeout: expected seconds >= 0 (0 = no limit), got {execution_timeout}")
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
     if not notebooks:
         raise WorkbookError(f"no notebooks found in {notebooks_dir or NOTEBOOKS_DIR}")
@@ -287,7 +319,7 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
         result = execute_notebook(source, out_dir / source.name, parameters,
                                   cwd=source.parent, headlines_dir=headlines_dir,
                                   progress_bar=sys.stderr.isatty(),
-                                  execution_timeout=execution_timeout)
+                                  execution_timeout=execution_timeout or None)
         if result.previous is not None:
             log(f"  previous executed copy kept as {result.previous.name}")
         if result.ok:

@@ -18,8 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="miniscapes-format data root (default: data/miniscapes if present, "
                              "else data/synthetic, generated when missing)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--timeout", type=float, default=0.0, metavar="S",
-                        help="per-cell execution timeout in seconds (0 = none)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="per-cell execution timeout in seconds, 0 = none (default: 600 for "
+                             "smoke, 7200 for quick, 86400 for full)")
     parser.add_argument("--notebooks", default="", metavar="DIR",
                         help="folder of the notebooks (default: <repo>/notebooks)")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_workbook(args.profile, args.only or None, out=args.out or None,
                                dataset_root=args.dataset_root, device=args.device,
                                notebooks_dir=args.notebooks or None,
-                               execution_timeout=args.timeout or None)
+                               execution_timeout=args.timeout)
     except (WorkbookError, ReportError) as exc:
         print(f"workbook: error: {exc}", file=sys.stderr)
         return 2
