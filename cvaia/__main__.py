@@ -15,6 +15,7 @@ COMMANDS = {
     "synth": "generate a synthetic street-scene data set in the miniscapes layout",
     "convert": "convert another data set (Cityscapes) into the miniscapes layout",
     "train": "train a model (course flags), evaluating each epoch, into the run store",
+    "sweep": "train every config of a grid, each as its own job (SLURM array or local, via submitit)",
     "predict": "write submission-format predictions of a finished run for a split",
     "score": "grade a predictions folder against a split's ground truth (course grader)",
     "pretrain": "pretrain the encoder on a disjoint synthetic set (the shipped offline ImageNet stand-in)",

@@ -260,21 +260,29 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
 
 
 def sweep(base_cfg: Config, grid: Mapping[str, Sequence[Any]], train: bool = True, force: bool = False,
-          progress: bool | Callable[[dict], None] | None = None) -> list[Run]:
+          progress: bool | Callable[[dict], None] | None = None, executor: Any = None) -> list[Run]:
     """One run per point of the cartesian product of ``grid`` (field → values), via :func:`get_run`.
 
     Fields vary in the order given, the last one fastest. Every value is validated (with
     :func:`~cvaia.config.make_config`) before anything trains.
+
+    ``executor``: None trains here, one config after another. An executor built by
+    :mod:`cvaia.cluster` (``cluster.executor_from_name("slurm" | "local", ...)``) runs each
+    distinct config as its own submitit job instead (``progress`` is then unused) and returns
+    the Runs once they finished, or a ``cluster.SweepJobs`` when it was built with ``wait=False``.
     """
-    if not grid:
-        return [get_run(base_cfg, train=train, force=force, progress=progress)]
-    names = list(grid)
+    names = list(grid or {})  # no axes: one config, the base
     for name in names:
         values = grid[name]
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise ConfigError(f"sweep: grid[{name!r}] must be a list of values, got {values!r}")
     configs = [base_cfg.replace(**dict(zip(names, combo, strict=True)))
                for combo in itertools.product(*(list(grid[n]) for n in names))]
+    if executor is not None:
+        if not callable(getattr(executor, "run_configs", None)):
+            raise TypeError(f"sweep: executor must come from cvaia.cluster.executor_from_name(...) "
+                            f"(an object with run_configs), got {type(executor).__name__}")
+        return executor.run_configs(configs, train=train, force=force)
     return [get_run(c, train=train, force=force, progress=progress) for c in configs]
 
 
