@@ -36,6 +36,10 @@ What a sweep through an executor does:
   config's ``log_dir`` or ``$CVAIA_RUNS_DIR``); the store root and data folder of the submitting
   process are pinned in the job, so it trains into the same run folder the sweep returns.
 
+A diverged run (NaN loss) raises :class:`~cvaia.runs.TrainingDiverged` like the in-process
+sweep; ``executor.run_configs(configs, diverged="none")`` makes it None in the list instead
+(what the notebooks' grids do with ``cvaia.experiments.common.run_configs``).
+
 Executors (``name`` of :func:`executor_from_name`): ``"slurm"`` (sbatch; needs ``srun`` on the
 machine), ``"local"`` (one subprocess per job on this machine), ``"debug"`` (submitit's debug
 executor: in this process, when the results are asked for), ``"inprocess"`` (None: the plain
@@ -240,64 +244,89 @@ class SweepExecutor:
         return f"SweepExecutor({self.cluster!r}, {self.parameters!r}, wait={self.wait})"
 
     # -- the protocol cvaia.runs.sweep calls --
-    def run_configs(self, configs: Sequence[Config], train: bool = True, force: bool = False):
+    def run_configs(self, configs: Sequence[Config], train: bool = True, force: bool = False,
+                    diverged: str = "raise"):
         """Run each distinct config of ``configs`` as a job; see the module docstring.
 
         Returns one :class:`~cvaia.runs.Run` per config (duplicates share one) when ``wait``,
         else a :class:`SweepJobs`. ``train=False`` submits nothing and loads the runs (like
-        :func:`cvaia.runs.get_run` with ``train=False``).
+        :func:`cvaia.runs.get_run` with ``train=False``). ``diverged``: ``"raise"`` — a run
+        recorded as diverged raises :class:`~cvaia.runs.TrainingDiverged` before anything is
+        submitted, and a job that diverges is a failure (:class:`SweepError`); ``"none"`` — such
+        runs are results, None in the returned list (like the notebooks' grids).
         """
+        if diverged not in ("raise", "none"):
+            raise ValueError(f"run_configs: diverged must be 'raise' or 'none', got {diverged!r}")
         configs = [make_config(c) for c in configs]
         if not train:
             return [runs.get_run(c, train=False) for c in configs]
-        if not configs:
-            return [] if self.wait else SweepJobs(self, [], {}, {})
-        if self.tasks_per_job > 1:
-            for c in configs:
-                if c.device.startswith("cuda:"):
-                    raise ConfigError(f"--device: {c.device} with {self.tasks_per_job} tasks per job; use "
-                                      f"auto or cuda (each task takes cuda:LOCAL_RANK)")
+        self._check_devices(configs)
         distinct: dict[str, Config] = {}
         for c in configs:
             distinct.setdefault(c.config_hash(), c)
-        todo: dict[str, TrainJob] = {}
-        finished: dict[str, Path] = {}
+        todo: list[tuple[str, TrainJob]] = []
+        ended: dict[str, Path | None] = {}  # finished run folders; None: diverged
         environ = _store_environ()
         for key, c in distinct.items():
             if not force:
-                # Finished runs load at once; a diverged one raises here, before anything is submitted.
+                # Finished runs load at once; a diverged one is known before anything is submitted.
                 try:
                     existing = runs.get_run(c, train=False)
                 except runs.RunNotFoundError:
                     existing = None
-                if existing is not None and existing.is_done:
-                    finished[key] = existing.path
+                except runs.TrainingDiverged:
+                    if diverged == "raise":
+                        raise
+                    ended[key] = None
                     continue
-            todo[key] = TrainJob(c, force=force, environ=environ)
-        folder = self.folder if self.folder is not None else jobs_folder(configs[0])
-        sweep_jobs = SweepJobs(self, configs, finished, {}, folder=folder)
-        limit = self.max_parallel if (self.wait and self.cluster == "local") else None
-        sweep_jobs._queue = list(todo.items())
-        sweep_jobs._submit(limit)
+                if existing is not None and existing.is_done:
+                    ended[key] = existing.path
+                    continue
+            todo.append((key, TrainJob(c, force=force, environ=environ)))
+        folder = self.folder if self.folder is not None else jobs_folder(configs[0] if configs else None)
+        sweep_jobs = SweepJobs(self, configs, ended, folder=folder, diverged=diverged)
+        sweep_jobs._queue = todo
+        sweep_jobs._submit(self.max_parallel if (self.wait and self.cluster == "local") else None)
         return sweep_jobs.wait() if self.wait else sweep_jobs
+
+    def _check_devices(self, configs: Sequence[Config]) -> None:
+        """Clear errors for devices the jobs cannot have (before anything is submitted)."""
+        gpus = int(self.parameters.get("gpus_per_node") or 0)
+        for c in configs:
+            if self.tasks_per_job > 1 and c.device.startswith("cuda:"):
+                raise ConfigError(f"--device: {c.device} with {self.tasks_per_job} tasks per job; use "
+                                  f"auto or cuda (each task takes cuda:LOCAL_RANK)")
+            if c.device.startswith("cuda") and gpus == 0 and self.cluster != "debug":
+                raise ConfigError(f"--device: {c.device}, but the jobs get no GPU (--gpus_per_node 0); "
+                                  f"ask for GPUs or use --device auto/cpu")
+
+
+def _has_diverged(run_dir: Path) -> bool:
+    try:
+        return runs.Run(run_dir).diverged is not None
+    except runs.RunNotFoundError:
+        return False
 
 
 class SweepJobs:
     """A submitted sweep. ``configs``: one per grid point; ``jobs``: config hash → submitit job
-    (one per distinct unfinished config); ``run_dirs``: the run folder of each grid point.
+    (one per distinct unfinished config); ``finished``: config hash → run folder of the runs
+    that were finished before (None: diverged, with ``diverged="none"``); ``run_dirs``: the
+    run folder of each grid point.
 
     :meth:`wait` blocks until every job ended and returns the Runs (raising :class:`SweepError`
     naming the failed runs and their logs); :meth:`results_table` is
     :func:`cvaia.runs.results_table` of them.
     """
 
-    def __init__(self, executor: SweepExecutor, configs: Sequence[Config], finished: Mapping[str, Path],
-                 jobs: Mapping[str, Any], folder: Path | None = None):
+    def __init__(self, executor: SweepExecutor, configs: Sequence[Config], finished: Mapping[str, Path | None],
+                 folder: Path | None = None, diverged: str = "raise"):
         self.executor = executor
         self.configs = list(configs)
         self.finished = dict(finished)
-        self.jobs = dict(jobs)
+        self.jobs: dict[str, Any] = {}
         self.folder = folder
+        self.diverged = diverged
         self._queue: list[tuple[str, TrainJob]] = []
         self._submitit = None
 
@@ -340,40 +369,41 @@ class SweepJobs:
                 job.cancel(check=False)
 
     def wait(self) -> list:
-        """Wait for every job; one :class:`~cvaia.runs.Run` per grid point."""
+        """Wait for every job; one :class:`~cvaia.runs.Run` per grid point (None: diverged,
+        with ``diverged="none"``)."""
         limit = self.executor.max_parallel if self.executor.cluster == "local" else None
         while self._queue:
             time.sleep(self.executor.poll_s)
             self._submit(limit)
-        paths_by_key = dict(self.finished)
+        by_key = dict(self.finished)
         failures: list[tuple[Path, str]] = []
         for key, job in self.jobs.items():
             cfg = next(c for c in self.configs if c.config_hash() == key)
             try:
-                paths_by_key[key] = Path(job.results()[0])
+                by_key[key] = Path(job.results()[0])
             except Exception as exc:  # a failed or killed job: report them all, not the first
-                message = str(exc).strip()
-                failures.append((runs.run_dir_for(cfg), f"job {job.job_id}: {message}"))
-        out = []
-        for c in self.configs:
-            path = paths_by_key.get(c.config_hash())
-            out.append(runs.Run(path) if path is not None else None)
+                run_dir = runs.run_dir_for(cfg)
+                if self.diverged == "none" and _has_diverged(run_dir):
+                    by_key[key] = None
+                    continue
+                failures.append((run_dir, f"job {job.job_id}: {str(exc).strip()}"))
+        out = [runs.Run(by_key[k]) if by_key.get(k) is not None else None
+               for k in (c.config_hash() for c in self.configs)]
         if failures:
             lines = [f"{len(failures)} of {len(self.jobs)} sweep job(s) failed "
-                     f"(their runs resume when the sweep is submitted again):"]
+                     f"(an unfinished run resumes when the sweep is submitted again):"]
             for run_dir, msg in failures:
-                tail = msg if len(msg) < 2000 else "..." + msg[-2000:]
-                lines.append(f"- {run_dir.name}: {tail}")
+                lines.append(f"- {run_dir.name}: {msg if len(msg) < 2000 else '...' + msg[-2000:]}")
             raise SweepError("\n".join(lines), failures, out)
         return out
 
     def results_table(self, columns: Sequence[str] | None = None):
-        """:func:`cvaia.runs.results_table` of the finished runs (waits for them)."""
-        return runs.results_table(self.wait(), columns)
+        """:func:`cvaia.runs.results_table` of the finished runs (waits for them; diverged ones are left out)."""
+        return runs.results_table([r for r in self.wait() if r is not None], columns)
 
     def __repr__(self) -> str:
         return (f"SweepJobs({len(self.configs)} configs, {len(self.jobs)} job(s), "
-                f"{len(self.finished)} already finished, folder={self.folder})")
+                f"{len(self.finished)} already ended, folder={self.folder})")
 
 
 # ---- building executors -------------------------------------------------------------------------

@@ -139,7 +139,6 @@ def test_gpus_style_tasks_train_one_ddp_run(tiny_root, job_env, no_training_here
     assert [p.name.split("_")[1] for p in logs] == ["0", "1"]  # one log per task
 
 
-@pytest.mark.slow
 def test_failed_job_is_reported_with_its_run(tiny_root, job_env, tmp_path):
     bad = tiny_cfg(tmp_path / "no_such_data")
     with pytest.raises(cluster.SweepError) as info:
@@ -148,6 +147,22 @@ def test_failed_job_is_reported_with_its_run(tiny_root, job_env, tmp_path):
     assert run_dir == run_dir_for(bad)
     assert "no_such_data" in message and "log" in message
     assert info.value.runs == [None]
+
+
+@pytest.mark.slow
+def test_diverged_runs_are_results_or_errors(tiny_root, job_env, no_training_here):
+    """diverged="none" (the notebooks' grids): a run that diverges in its job is None; asked
+    again it is None without a job. The default raises before anything is submitted."""
+    from cvaia.runs import TrainingDiverged
+
+    cfg = tiny_cfg(tiny_root, optimizer="sgd", optimizer_lr=1e30, log_every=1)
+    ex = cluster.executor_from_name("local")
+    assert ex.run_configs([cfg, cfg.replace(workers=0)], diverged="none") == [None, None]
+    assert Run(run_dir_for(cfg)).diverged["step"] >= 1
+    again = cluster.executor_from_name("local", wait=False).run_configs([cfg], diverged="none")
+    assert again.jobs == {} and again.wait() == [None]
+    with pytest.raises(TrainingDiverged, match="recorded earlier"):
+        sweep(cfg, {}, executor=ex)
 
 
 # ---- submitit's debug executor (in this process) ---------------------------------------------------
@@ -274,6 +289,8 @@ def test_executor_options_are_checked():
     assert ex.tasks_per_job == 2 and ex.parameters["gpus_per_node"] == 2
     with pytest.raises(ConfigError, match="--device: cuda:1"):
         ex.run_configs([make_config(device="cuda:1")])
+    with pytest.raises(ConfigError, match="no GPU"):
+        cluster.executor_from_name("local").run_configs([make_config(device="cuda")])
     with pytest.raises(TypeError, match="executor_from_name"):
         sweep(make_config(), {}, executor=object())
 
