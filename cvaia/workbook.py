@@ -116,25 +116,14 @@ def select_notebooks(notebooks: Sequence[Path], only: str | Iterable[str] | None
 # ---- data -----------------------------------------------------------------------------------
 def ensure_dataset(dataset_root: str | os.PathLike | None = "",
                    log: Callable[[str], None] = print) -> Path:
-    """The data root to use; the default synthetic set is generated when it is missing.
+    """:func:`cvaia.experiments.common.ensure_dataset` (the one implementation) for the runner:
+    an unusable root raises :class:`WorkbookError` naming ``--dataset_root``."""
+    from .experiments.common import ensure_dataset as ensure
 
-    An explicit ``dataset_root`` must exist (a :class:`WorkbookError` says so otherwise);
-    an empty one means the real miniscapes set when present, else ``data/synthetic``.
-    """
-    explicit = dataset_root is not None and str(dataset_root).strip() != ""
-    root = paths.resolve_dataset_root(dataset_root)
-    if (root / "train" / "rgb").is_dir():
-        return root
-    if explicit and root != paths.synthetic_root():
-        raise WorkbookError(f"--dataset_root: {root} is not a miniscapes-format data set "
-                            f"(expected {root}/train/rgb)")
-    from .data.synth import generate
-
-    log(f"building the synthetic data set in {root} (first run only) ...")
-    t0 = time.perf_counter()
-    generate(root)
-    log(f"  done in {time.perf_counter() - t0:.0f} s")
-    return root
+    try:
+        return ensure(dataset_root, log=log, flag="--dataset_root")
+    except FileNotFoundError as exc:
+        raise WorkbookError(str(exc)) from None
 
 
 # ---- execution ------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from cvaia.config import ConfigError, make_config
-from cvaia.runs import Run, get_run
 from cvaia.optim import build_optimizer, build_scheduler
 from cvaia.run_folder import TrainingDiverged
+from cvaia.runs import Run, get_run
 from cvaia.train import selection_value, train
 
 

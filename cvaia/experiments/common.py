@@ -1,7 +1,10 @@
 """Helpers every notebook uses: the data set, the device report, headline numbers, wording.
 
-- :func:`ensure_dataset`: the data root a notebook works on; the default synthetic set (or a
-  named synthetic set below ``data/``) is generated when missing.
+- :func:`ensure_dataset`: the data root a notebook (or the workbook runner) works on; the
+  default synthetic set (or a named synthetic set below ``data/``) is generated when missing.
+- :func:`profile_config`: a run's config from the profile's data amounts and schedule.
+- :func:`run_configs`, :func:`run_row`, :func:`val_samples`, :func:`predictions`: train or
+  load a list of configs, one table row per run, validation images, predictions per run.
 - :func:`configure_threads`: torch's CPU threads for a notebook kernel (1 on a busy machine).
 - :func:`device_report`: torch version, device, threads — the first cell of every notebook.
 - :func:`record_headline`: a notebook's headline numbers, written to
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import platform
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,7 +38,8 @@ def dataset_exists(root: str | os.PathLike) -> bool:
     return (Path(root) / "train" / "rgb").is_dir()
 
 
-def ensure_dataset(dataset_root: str | os.PathLike | None = "", **synth: Any) -> Path:
+def ensure_dataset(dataset_root: str | os.PathLike | None = "", log: Callable[[str], None] | None = None,
+                   flag: str = "DATASET_ROOT", **synth: Any) -> Path:
     """The data root for a notebook, generating the synthetic set when it is missing.
 
     - ``dataset_root`` empty: the real miniscapes set when present, else ``data/synthetic``
@@ -44,7 +49,8 @@ def ensure_dataset(dataset_root: str | os.PathLike | None = "", **synth: Any) ->
       data directory and does not exist yet, in which case it is generated (this is how the
       notebooks build extra synthetic sets, e.g. ``data/synthetic_pretrain``).
 
-    Raises :class:`FileNotFoundError` naming the folder when an explicit root is unusable.
+    ``log`` (e.g. ``print``) is told when a set is being generated. Raises
+    :class:`FileNotFoundError` naming ``flag`` and the folder when an explicit root is unusable.
     """
     explicit = dataset_root is not None and str(dataset_root).strip() != ""
     root = paths.resolve_dataset_root(dataset_root)
@@ -54,16 +60,101 @@ def ensure_dataset(dataset_root: str | os.PathLike | None = "", **synth: Any) ->
     generated_here = root == paths.synthetic_root() or data in root.parents
     if explicit and not generated_here:
         raise FileNotFoundError(
-            f"DATASET_ROOT: {root} is not a miniscapes-format data set (expected "
-            f"{root}/{{train,val,test}}/{{rgb,semseg,depth}}/<index>.jpg|png); leave DATASET_ROOT "
+            f"{flag}: {root} is not a miniscapes-format data set (expected "
+            f"{root}/{{train,val,test}}/{{rgb,semseg,depth}}/<index>.jpg|png); leave {flag} "
             f"empty to use the synthetic set")
     if root.exists() and any(root.iterdir()):
-        raise FileNotFoundError(f"DATASET_ROOT: {root} exists but holds no train/rgb folder; "
+        raise FileNotFoundError(f"{flag}: {root} exists but holds no train/rgb folder; "
                                 f"move it away to let the synthetic generator build it")
+    import time
+
     from ..data.synth import generate
 
+    if log is not None:
+        log(f"building the synthetic data set in {root} (first run only) ...")
+    t0 = time.perf_counter()
     generate(root, **synth)
+    if log is not None:
+        log(f"  done in {time.perf_counter() - t0:.0f} s")
     return root
+
+
+# ---- configurations and runs -----------------------------------------------------------------
+#: Notebook parameter → config field, for the parameters every problem's profiles share.
+PROFILE_FIELDS = {
+    "DATASET_ROOT": "dataset_root", "SEED": "seed", "DEVICE": "device",
+    "TRAIN_IMAGES": "max_train_images", "VAL_IMAGES": "max_val_images", "CROP_SIZE": "aug_input_crop_size",
+    "BATCH_SIZE": "batch_size", "EPOCHS": "num_epochs", "LR": "optimizer_lr", "LOG_EVERY": "log_every",
+}
+
+
+def profile_config(P: Mapping[str, Any], **overrides):
+    """A validated :class:`~cvaia.config.Config` from the notebook parameters ``P``: each
+    parameter of :data:`PROFILE_FIELDS` that ``P`` has (and is not None) sets its field, runs
+    are quiet (no progress bars), and ``overrides`` (config fields) come last."""
+    from ..config import make_config
+
+    kw: dict[str, Any] = {field: P[key] for key, field in PROFILE_FIELDS.items() if P.get(key) is not None}
+    if "dataset_root" in kw:
+        kw["dataset_root"] = str(kw["dataset_root"])
+    kw["quiet"] = True
+    kw.update(overrides)
+    return make_config(**kw)
+
+
+def run_configs(configs: Sequence) -> list:
+    """Train (or load) each configuration; a diverged run gives ``None`` instead of a Run.
+
+    Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
+    """
+    from ..runs import TrainingDiverged, get_run
+
+    runs = []
+    for cfg in configs:
+        try:
+            runs.append(get_run(cfg))
+        except TrainingDiverged:
+            runs.append(None)
+    return runs
+
+
+def run_row(run, cfg, **extra) -> dict[str, Any]:
+    """One table row: ``extra`` columns, then mIoU, mean training loss, time and steps
+    (NaN and ``status="diverged"`` when ``run`` is None)."""
+    row = dict(extra)
+    if run is None:
+        row.update(miou=math.nan, mean_loss=math.nan, train_time_s=math.nan, steps=math.nan, status="diverged")
+        return row
+    final = run.final
+    hist = run.history
+    row.update(miou=float(final.get("miou", math.nan)),
+               mean_loss=float(hist["loss"].mean()) if "loss" in hist else math.nan,
+               train_time_s=float(final.get("train_time_s", math.nan)),
+               steps=int(final.get("steps", 0)), status="ok")
+    return row
+
+
+def val_samples(root: str | os.PathLike, n: int) -> dict[str, Any]:
+    """The first ``n`` validation images and labels, cropped top-left to multiples of 32 (as evaluated)."""
+    import numpy as np
+
+    from ..data.augment import eval_size
+    from ..data.miniscapes import MiniscapesSplit
+
+    data = MiniscapesSplit(root, "val")
+    items = [data.read(i) for i in range(min(n, len(data)))]
+    h, w = eval_size(*items[0]["rgb"].shape[:2])
+    out = {"rgb": np.stack([it["rgb"][:h, :w] for it in items])}
+    if "semseg" in items[0]:
+        out["semseg"] = np.stack([it["semseg"][:h, :w] for it in items])
+    if "depth" in items[0]:
+        out["depth"] = np.stack([it["depth"][:h, :w] for it in items])
+    return out
+
+
+def predictions(runs: Mapping[str, Any], rgb, task: str = "semseg") -> dict[str, Any]:
+    """``{label: prediction}`` of each finished run on the uint8 images ``rgb`` (B×H×W×3)."""
+    return {label: run.predict(rgb)[task] for label, run in runs.items() if run is not None}
 
 
 # ---- device ---------------------------------------------------------------------------------
@@ -205,6 +296,11 @@ def _show_headlines(notebook: str, values: Mapping[str, float]) -> None:
 def verdict(ok: bool, yes: str = "reproduced", no: str = "not reproduced") -> str:
     """``yes`` when ``ok`` else ``no`` — for sentences computed from results."""
     return yes if ok else no
+
+
+def within(measured: float, reported: float, rel_tol: float = 0.01) -> bool:
+    """Whether ``measured`` is within ``rel_tol`` (relative) of the report's ``reported``."""
+    return abs(measured - reported) / abs(reported) < rel_tol
 
 
 def fmt_seconds(seconds: float) -> str:

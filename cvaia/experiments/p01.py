@@ -15,18 +15,17 @@ asked for by two experiments (e.g. the best Adam run of 1.1a is the random-encod
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from .. import paths
-from ..config import Config, make_config
+from ..config import Config
 from ..data.augment import eval_size
+from .common import profile_config, run_row
 
 PROFILES = {
     # plumbing only: every experiment present, tiny
@@ -57,46 +56,10 @@ OPTIMIZERS = ("sgd", "adam")
 
 # ---- configurations ---------------------------------------------------------------------------------
 def base_config(P: Mapping, **overrides) -> Config:
-    """Semseg-only DeepLabV3+ with the profile's data amounts (Adam, skip 48, 2 convs, (F,F,T))."""
-    kw = dict(dataset_root=str(P["DATASET_ROOT"]), tasks=("semseg",), model_name="deeplabv3p",
-              optimizer="adam", optimizer_lr=1e-4, batch_size=P["BATCH_SIZE"], num_epochs=P["EPOCHS"],
-              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
-              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
-              encoder_dilation=(False, False, True), decoder_skip_channels=48, decoder_num_convs=2,
-              log_every=P["LOG_EVERY"], quiet=True)
-    kw.update(overrides)
-    return make_config(**kw)
-
-
-def run_configs(configs: Sequence[Config]) -> list:
-    """Train (or load) each configuration; a diverged run gives ``None`` instead of a Run.
-
-    Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
-    """
-    from ..runs import TrainingDiverged, get_run
-
-    runs = []
-    for cfg in configs:
-        try:
-            runs.append(get_run(cfg))
-        except TrainingDiverged:
-            runs.append(None)
-    return runs
-
-
-def run_row(run, cfg: Config, **extra) -> dict[str, Any]:
-    """One table row: ``extra`` columns, then mIoU, mean training loss, time and steps."""
-    row = dict(extra)
-    if run is None:
-        row.update(miou=math.nan, mean_loss=math.nan, train_time_s=math.nan, steps=math.nan, status="diverged")
-        return row
-    final = run.final
-    hist = run.history
-    row.update(miou=float(final.get("miou", math.nan)),
-               mean_loss=float(hist["loss"].mean()) if "loss" in hist else math.nan,
-               train_time_s=float(final.get("train_time_s", math.nan)),
-               steps=int(final.get("steps", 0)), status="ok")
-    return row
+    """Semseg-only DeepLabV3+ with the profile's data amounts (Adam 1e-4, skip 48, 2 convs, (F,F,T))."""
+    return profile_config(P, **{**dict(tasks=("semseg",), model_name="deeplabv3p", optimizer="adam",
+                                       optimizer_lr=1e-4, encoder_dilation=(False, False, True),
+                                       decoder_skip_channels=48, decoder_num_convs=2), **overrides})
 
 
 # ---- 1.1a optimizer × learning rate -----------------------------------------------------------------
@@ -177,6 +140,28 @@ def pretrain_config(P: Mapping, root: str | Path, lr: float) -> Config:
                        max_train_images=P["PRETRAIN_IMAGES"], max_val_images=4)
 
 
+def pretraining_run(P: Mapping, root: str | Path, lr: float):
+    """The encoder-pretraining run of :func:`pretrain_config` (trained once, then loaded)."""
+    from ..runs import get_run
+
+    return get_run(pretrain_config(P, root, lr))
+
+
+def pretrained_encoder(P: Mapping, lr: float) -> tuple[str, str, Any]:
+    """The encoder weights of experiment 1.2a: ``(weights, description, pretraining run or None)``.
+
+    torchvision's ImageNet weights when they are in the local torch cache; else an encoder
+    pretrained here (:func:`pretraining_run` at ``lr`` on :func:`ensure_pretrain_set`'s set).
+    """
+    if imagenet_available():
+        return "imagenet", "ImageNet weights from the local torch cache", None
+    root = ensure_pretrain_set(P, P["DATASET_ROOT"])
+    run = pretraining_run(P, root, lr)
+    return (str(run.checkpoint_path("last")),
+            f"an encoder trained for {run.config.num_epochs} epoch(s) on a different synthetic set "
+            f"(`{Path(root).name}`, {run.final.get('steps')} steps; ImageNet weights are not cached here)", run)
+
+
 # ---- 1.2b dilation -------------------------------------------------------------------------------------------
 def feature_pyramid_shapes(encoder: torch.nn.Module, x: torch.Tensor) -> list[dict[str, Any]]:
     """Shape and stride of the stem and of each ResNet stage for input ``x`` (one forward pass)."""
@@ -247,26 +232,6 @@ def ablation_table(configs: Mapping[str, Config], runs: Mapping[str, Any]) -> pd
         n_params = sum(p.numel() for p in build_model(cfg.replace(pretrained="random")).parameters())
         rows.append(run_row(runs.get(key), cfg, model=key, description=ablation_label(cfg), params_m=n_params / 1e6))
     return pd.DataFrame(rows)
-
-# ---- predictions ------------------------------------------------------------------------------------------------
-def val_samples(root: str | Path, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` validation images and labels, cropped top-left to multiples of 32 (as evaluated)."""
-    from ..data.miniscapes import MiniscapesSplit
-
-    data = MiniscapesSplit(root, "val")
-    items = [data.read(i) for i in range(min(n, len(data)))]
-    h, w = eval_size(*items[0]["rgb"].shape[:2])
-    out = {"rgb": np.stack([it["rgb"][:h, :w] for it in items])}
-    if "semseg" in items[0]:
-        out["semseg"] = np.stack([it["semseg"][:h, :w] for it in items])
-    if "depth" in items[0]:
-        out["depth"] = np.stack([it["depth"][:h, :w] for it in items])
-    return out
-
-
-def predictions(runs: Mapping[str, Any], rgb: np.ndarray, task: str = "semseg") -> dict[str, np.ndarray]:
-    """``{label: prediction}`` of each finished run on the uint8 images ``rgb`` (B×H×W×3)."""
-    return {label: run.predict(rgb)[task] for label, run in runs.items() if run is not None}
 
 
 def fmt_lr(lr: float) -> str:

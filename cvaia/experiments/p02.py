@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Config, make_config
+from ..config import Config
+from .common import profile_config
 
 PROFILES = {
     # plumbing only
@@ -44,15 +45,10 @@ REPORT_WORST = ("vegetation", "building", "pole", "person")
 # ---- configurations ---------------------------------------------------------------------------------------
 def joint_config(P: Mapping, w: float = 0.5, **overrides) -> Config:
     """The joint model (one decoder, 19+1 channels) with SILog weight ``w`` (CE weight 1 − w)."""
-    kw = dict(dataset_root=str(P["DATASET_ROOT"]), tasks=("semseg", "depth"), model_name="deeplabv3p",
-              optimizer="adam", optimizer_lr=P["LR"], batch_size=P["BATCH_SIZE"], num_epochs=P["EPOCHS"],
-              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
-              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
-              encoder_dilation=(False, False, True), decoder_skip_channels=48, decoder_num_convs=2,
-              loss_weight_semseg=1.0 - float(w), loss_weight_depth=float(w), silog_lambda=0.15,
-              log_every=P["LOG_EVERY"], quiet=True)
-    kw.update(overrides)
-    return make_config(**kw)
+    return profile_config(P, **{**dict(tasks=("semseg", "depth"), model_name="deeplabv3p", optimizer="adam",
+                                       encoder_dilation=(False, False, True), decoder_skip_channels=48,
+                                       decoder_num_convs=2, loss_weight_semseg=1.0 - float(w),
+                                       loss_weight_depth=float(w), silog_lambda=0.15), **overrides})
 
 
 def weighting_table(runs: Mapping[float, Any]) -> pd.DataFrame:

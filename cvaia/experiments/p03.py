@@ -15,8 +15,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import Config, make_config
+from ..config import Config
 from ..utils import best_time_s
+from .common import profile_config
 
 PROFILES = {
     # plumbing only: every experiment present, seconds each
@@ -44,13 +45,9 @@ REPORT = {
 
 def base_config(P: Mapping, **overrides) -> Config:
     """The settings both models share (Adam, the report's decoder: skip 48, 2 convs)."""
-    kw = dict(dataset_root=str(P["DATASET_ROOT"]), tasks=("semseg", "depth"), optimizer="adam",
-              optimizer_lr=P["LR"], batch_size=P["BATCH_SIZE"], aug_input_crop_size=P["CROP_SIZE"],
-              max_train_images=P["TRAIN_IMAGES"], max_val_images=P["VAL_IMAGES"], seed=P["SEED"],
-              device=P["DEVICE"], decoder_skip_channels=48, decoder_num_convs=2,
-              loss_weight_semseg=0.5, loss_weight_depth=0.5, quiet=True)
-    kw.update(overrides)
-    return make_config(**kw)
+    return profile_config(P, **{**dict(tasks=("semseg", "depth"), optimizer="adam", decoder_skip_channels=48,
+                                       decoder_num_convs=2, loss_weight_semseg=0.5, loss_weight_depth=0.5),
+                                **overrides})
 
 
 def joint_config(P: Mapping, **overrides) -> Config:
@@ -266,3 +263,14 @@ def epoch_time_s(run) -> float:
     final = run.final
     epochs = max(int(run.config.num_epochs), 1)
     return float(final.get("train_time_s", math.nan)) / epochs
+
+
+def cost_row(run) -> dict:
+    """A run's training cost: epochs, time (total, per epoch), images/s, peak memory, power, device."""
+    from .common import fmt_seconds
+
+    f = run.final
+    return {"epochs": run.config.num_epochs, "train time": fmt_seconds(f["train_time_s"]),
+            "train time / epoch [s]": f["train_time_s"] / run.config.num_epochs,
+            "images / s": f["images_per_s"], "peak memory [MiB]": f["peak_mem_mb"],
+            "mean power [W]": f.get("mean_power_w"), "device": f.get("device")}

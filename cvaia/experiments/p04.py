@@ -14,8 +14,9 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ..config import Config, make_config
+from ..config import Config
 from ..data.augment import eval_size
+from .common import profile_config
 
 PROFILES = {
     # plumbing only: every experiment present (2 variants where the syllabus has 3), tiny widths.
@@ -76,15 +77,10 @@ def base_config(P: Mapping, **overrides) -> Config:
     """The baseline adaptive-depth run: lowest latents, ``DIM_HEADS[0]``, no positional
     embedding, dropout ``DROPOUTS[0]``, expansion 4, ``NUM_LAYERS`` blocks, ``NUM_BINS`` bins."""
     dim, heads = P["DIM_HEADS"][0]
-    kw = dict(model_name="adaptive_depth", tasks=("depth",), dataset_root=str(P["DATASET_ROOT"]),
-              optimizer="adam", optimizer_lr=P["LR"], num_epochs=P["EPOCHS"], batch_size=P["BATCH_SIZE"],
-              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
-              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
-              latents_source="lowest", transformer_dim=dim, num_heads=heads, expansion=4,
-              num_transformer_layers=P["NUM_LAYERS"], dropout=P["DROPOUTS"][0], pos_embed="none",
-              num_bins=P["NUM_BINS"], quiet=True)
-    kw.update(overrides)
-    return make_config(**kw)
+    return profile_config(P, **{**dict(model_name="adaptive_depth", tasks=("depth",), optimizer="adam",
+                                       latents_source="lowest", transformer_dim=dim, num_heads=heads, expansion=4,
+                                       num_transformer_layers=P["NUM_LAYERS"], dropout=P["DROPOUTS"][0],
+                                       pos_embed="none", num_bins=P["NUM_BINS"]), **overrides})
 
 
 def pretrained_encoder(P: Mapping) -> tuple[str, str]:
@@ -132,7 +128,7 @@ def pretrained_encoder(P: Mapping) -> tuple[str, str]:
         run = None
     if run is None:
         root = p01.ensure_pretrain_set(P01, P["DATASET_ROOT"])
-        run = get_run(p01.pretrain_config(P01, root, 1e-3))
+        run = p01.pretraining_run(P01, root, 1e-3)
     return (str(run.checkpoint_path("last")),
             f"notebook 01's offline pretrained encoder (semseg, {run.config.num_epochs} epoch(s) on "
             f"`{root.name}`, Adam lr {run.config.optimizer_lr:g}; ImageNet weights are not cached here)")
@@ -240,3 +236,67 @@ def best_of(table: pd.DataFrame, experiment: str, key: str = "silog_final") -> t
 def silog_curves(runs: Mapping[str, object]) -> dict[str, pd.DataFrame]:
     """``{label: DataFrame(epoch, si_log_rmse)}`` for :func:`cvaia.plots.loss_curves`."""
     return {label: run.epochs[["epoch", "si_log_rmse"]] for label, run in runs.items()}
+
+
+# ---- the report's findings, checked ------------------------------------------------------------
+#: SILog points: closer than this is a tie, not a finding.
+TIE = 0.05
+INCONCLUSIVE = "inconclusive (a variant did not learn)"
+
+
+def silog(table: pd.DataFrame, experiment: str, variant: str, key: str = "silog_final") -> float:
+    """``key`` of one row of :func:`experiment_table` (with its ``learned`` column)."""
+    row = table[(table["experiment"] == experiment) & (table["variant"] == variant)]
+    if row.empty:
+        raise ValueError(f"silog: no row for experiment {experiment!r}, variant {variant!r}")
+    return float(row[key].iloc[0])
+
+
+def all_learned(table: pd.DataFrame, experiment: str, variants=None) -> bool:
+    """Whether every run of ``experiment`` (or of its ``variants``) learned (``learned`` column)."""
+    part = table[table["experiment"] == experiment]
+    return bool(part[part["variant"].isin(variants or part["variant"])]["learned"].all())
+
+
+def finding_verdict(table: pd.DataFrame, ok: bool, a: float, b: float, experiment: str, variants=None,
+                    tie: float = TIE) -> str:
+    """``reproduced`` / ``not reproduced`` for a comparison of ``a`` and ``b``; a tie when they
+    are closer than ``tie``; inconclusive when a variant of ``experiment`` did not learn."""
+    from .common import verdict
+
+    if not all_learned(table, experiment, variants):
+        return INCONCLUSIVE
+    return "tie (inconclusive)" if abs(a - b) < tie else verdict(ok)
+
+
+def findings(table: pd.DataFrame, labels: Mapping[str, object], tie: float = TIE) -> pd.DataFrame:
+    """The report's five findings (:data:`REPORT_FINDINGS`) against this run's
+    :func:`experiment_table`: what was measured and the verdict. ``labels``: ``{experiment:
+    its variant labels in order}`` (e.g. the dict of :func:`configs`)."""
+    width, pos, drop, aspp = (list(labels[k]) for k in ("width", "pos_embed", "dropout", "aspp"))
+    best_latent, best_latent_value = best_of(table, "latents")
+    w_small = silog(table, "width", width[0], "silog_epoch1")
+    w_large = min(silog(table, "width", v, "silog_epoch1") for v in width[1:])
+    pe_none = silog(table, "pos_embed", "none")
+    pe_best = min(silog(table, "pos_embed", v) for v in pos if v != "none")
+    drop_on, drop_off = silog(table, "dropout", drop[0]), silog(table, "dropout", drop[1])
+    aspp_base, aspp_big = silog(table, "aspp", aspp[0]), silog(table, "aspp", aspp[1])
+    latents = table[table["experiment"] == "latents"].set_index("variant")["silog_final"]
+    runner_up = latents.drop(best_latent).min() if len(latents) > 1 else 0.0
+    from .common import verdict
+
+    return pd.DataFrame([
+        {"report": REPORT_FINDINGS["width"],
+         "measured": f"epoch 1: {width[0]} {w_small:.2f} vs best wider {w_large:.2f}",
+         "this run": finding_verdict(table, w_small < w_large, w_small, w_large, "width", tie=tie)},
+        {"report": REPORT_FINDINGS["pos_embed"], "measured": f"none {pe_none:.2f} vs best embedding {pe_best:.2f}",
+         "this run": verdict(pe_best >= pe_none - tie) if all_learned(table, "pos_embed") else INCONCLUSIVE},
+        {"report": REPORT_FINDINGS["dropout"], "measured": f"{drop[0]} {drop_on:.2f} vs {drop[1]} {drop_off:.2f}",
+         "this run": finding_verdict(table, drop_on < drop_off, drop_on, drop_off, "dropout", tie=tie)},
+        {"report": REPORT_FINDINGS["latents"],
+         "measured": f"best: {best_latent} ({best_latent_value:.2f}); lowest {latents['lowest']:.2f}",
+         "this run": finding_verdict(table, best_latent == "lowest", runner_up, best_latent_value, "latents",
+                                     tie=tie)},
+        {"report": REPORT_FINDINGS["aspp"], "measured": f"{aspp[1]} {aspp_big:.2f} vs {aspp[0]} {aspp_base:.2f}",
+         "this run": finding_verdict(table, aspp_big < aspp_base, aspp_big, aspp_base, "aspp", tie=tie)},
+    ])

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from .. import paths
-from ..config import Config, make_config
+from ..config import Config
+from .common import profile_config
 
 PROFILES = {
     "smoke": {"EPOCHS": 1, "TRAIN_IMAGES": 4, "VAL_IMAGES": 2, "TEST_IMAGES": 4, "CROP_SIZE": 64,
@@ -47,14 +48,10 @@ REPORT = {"val_miou": 70.96, "val_silog": 25.23, "graded_miou": 74.03, "graded_s
 
 def base_config(P: Mapping, **overrides) -> Config:
     """The transformer multi-task model with fixed 0.5/0.5 task weights."""
-    kw = dict(model_name="transformer_multitask", tasks=("semseg", "depth"), dataset_root=str(P["DATASET_ROOT"]),
-              optimizer="adam", optimizer_lr=P["LR"], num_epochs=P["EPOCHS"], batch_size=P["BATCH_SIZE"],
-              aug_input_crop_size=P["CROP_SIZE"], max_train_images=P["TRAIN_IMAGES"],
-              max_val_images=P["VAL_IMAGES"], seed=P["SEED"], device=P["DEVICE"],
-              transformer_dim=P["DIM"], num_heads=P["NUM_HEADS"], num_transformer_layers=P["NUM_LAYERS"],
-              num_bins=P["NUM_BINS"], loss_weighting="fixed", quiet=True)
-    kw.update(overrides)
-    return make_config(**kw)
+    return profile_config(P, **{**dict(model_name="transformer_multitask", tasks=("semseg", "depth"),
+                                       optimizer="adam", transformer_dim=P["DIM"], num_heads=P["NUM_HEADS"],
+                                       num_transformer_layers=P["NUM_LAYERS"], num_bins=P["NUM_BINS"],
+                                       loss_weighting="fixed"), **overrides})
 
 
 def cross_config(P: Mapping, **overrides) -> Config:
@@ -249,3 +246,13 @@ def leaderboard(dataset_root: str | os.PathLike, runs: Sequence | None = None,
     cols = ["problem", "run", "model_name", "num_epochs", "miou", "si_log_rmse", "score", "train_time_s",
             "params", "_run"]
     return out[[c for c in cols if c in out.columns]]
+
+
+def single_class_blocks(ids, k: int = 4) -> float:
+    """Fraction of the k×k blocks (stride-k cells) of the class maps ``ids`` (B×H×W) that hold a
+    single class — how blocky a segmentation is (edges cropped to multiples of ``k``)."""
+    import numpy as np
+
+    b = ids[:, : ids.shape[1] // k * k, : ids.shape[2] // k * k]
+    blocks = b.reshape(b.shape[0], b.shape[1] // k, k, b.shape[2] // k, k).transpose(0, 1, 3, 2, 4).reshape(-1, k * k)
+    return float(np.mean((blocks == blocks[:, :1]).all(1)))

@@ -16,7 +16,12 @@ from .aspp import ASPP
 from .decoder import DecoderDeepLabV3p
 from .deeplab import DeepLabV3p, DeepLabV3pMultiTask
 from .encoder import ResNetEncoder, resnet_encoder
-from .multitask import ClassTokenSegHead, CrossAttentionMultiTask, TransformerMultiTask, TransformerSegHead
+from .multitask import (
+    ClassTokenSegHead,
+    CrossAttentionMultiTask,
+    TransformerMultiTask,
+    TransformerSegHead,
+)
 
 NUM_CLASSES = 19
 #: Channels of the ASPP output and of the depth decoder (the report's width).
