@@ -69,9 +69,6 @@ EXECUTOR_NAMES = ("inprocess", "local", "slurm", "debug")
 #: ``max_num_timeout`` times); local: effectively no limit (submitit's own default is 2 min).
 DEFAULT_TIMEOUT_MIN = {"slurm": 240, "local": 7 * 24 * 60, "debug": 7 * 24 * 60}
 
-#: The variables ``torchrun`` sets and :func:`cvaia.distributed.setup_distributed` reads.
-DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-
 #: Test hook (fault injection): ``"<epoch>:<signal>"``, e.g. ``"1:KILL"`` or ``"1:USR2"`` — a job
 #: sends itself that signal right after that epoch's checkpoint (KILL: a crash; USR2: the
 #: pre-emption signal SLURM sends, which makes submitit checkpoint and requeue the job).
