@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from .attention import LatentsExtractor, TransformerBlock
 from .deeplab import DEPTH_RANGE, upsample_to
 from .encoder import ResNetEncoder
+from .ops import full_precision
 
 LATENT_SOURCES = ("lowest", "decoder", "aspp")
 REDUCERS = ("linear", "conv")
@@ -83,7 +84,8 @@ class AdaptiveDepthHead(LatentTransformer):
       1, it only costs more: it runs on every pixel);
     - ``latents``: :class:`LatentsExtractor` (no parameters);
     - ``transformer``: ``num_layers`` × :class:`TransformerBlock`;
-    - ``bin_depth``: ``Linear(dim, 1)`` per token, then ``exp`` and clamp to 0.1..300 m.
+    - ``bin_depth``: ``Linear(dim, 1)`` per token, then ``exp`` and clamp to 0.1..300 m
+      (in fp32 under autocast, like the per-pixel mixture of the bins).
       Beware the clamp: past 300 m its gradient is exactly zero, and large Adam steps (lr
       1e-3 on a short run) can push every bin there, leaving a constant depth map for good.
       Notebook 04 uses lr 2e-4 (``grad_clip`` helps too). A smooth log-space bound
@@ -109,13 +111,17 @@ class AdaptiveDepthHead(LatentTransformer):
 
     def forward(self, latent_features: Tensor, query_features: Tensor):
         tokens = self.tokens(latent_features)
-        bin_depths = torch.exp(self.bin_depth(tokens).squeeze(-1)).clamp(*DEPTH_RANGE)  # B×N
+        # Bin depths and the per-pixel mixture in fp32 even under autocast (a few values per
+        # pixel): the depth is never rounded to bf16/fp16.
+        log_bins = full_precision(self.bin_depth, tokens).squeeze(-1)
+        bin_depths = torch.exp(log_bins).clamp(*DEPTH_RANGE)  # B×N
         query = self.query_conv(query_features)
         if self.query_proj is not None:
             query = self.query_proj(query)
         similarity = torch.einsum("bnc,bchw->bnhw", tokens, query) / math.sqrt(self.dim)
         bin_probs = torch.softmax(similarity, dim=1)
-        depth = torch.einsum("bnhw,bn->bhw", bin_probs, bin_depths).unsqueeze(1)
+        with torch.autocast(bin_probs.device.type, enabled=False):
+            depth = torch.einsum("bnhw,bn->bhw", bin_probs.to(bin_depths.dtype), bin_depths).unsqueeze(1)
         return depth, bin_probs, bin_depths
 
 

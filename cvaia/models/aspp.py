@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .ops import resize_bilinear
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -31,7 +32,7 @@ class ASPPPooling(nn.Module):
                              "sees one pooled value per channel and image), got a batch of 1; use "
                              "--batch_size >= 2 per process, or model.eval() for inference")
         y = self.project(self.pool(x))
-        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return resize_bilinear(y, x.shape[-2:])  # in y's dtype: the concat stays bf16 under autocast
 
 
 class ASPP(nn.Module):

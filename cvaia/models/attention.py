@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ops import resize_bilinear
+
 ATTENTION_IMPLS = ("fast", "explicit")
 POS_EMBED_MODES = ("none", "query", "input")
 
@@ -197,7 +199,7 @@ class LatentsExtractor(nn.Module):
         self.num_latents, self.side = num_latents, side
 
     def forward(self, x: Tensor) -> Tensor:
-        grid = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
+        grid = resize_bilinear(x, (self.side, self.side))  # in x's dtype, also under autocast
         return grid.flatten(2).transpose(1, 2)
 
 

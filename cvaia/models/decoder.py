@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .ops import full_precision, resize_bilinear
 
 
 class DecoderDeepLabV3p(nn.Module):
@@ -17,7 +18,11 @@ class DecoderDeepLabV3p(nn.Module):
     - ``skip_channels=0`` is the ablation "no skip connection": there is no projection module,
       and the convs see the upsampled bottleneck alone (``skip`` only gives the stride-4 size);
     - ``num_convs`` × [3x3 conv → ``mid_ch`` (with bias) + BN + ReLU];
-    - final 1x1 conv (with bias) ``mid_ch → out_ch``.
+    - final 1x1 conv (with bias) ``mid_ch → out_ch``; with ``fp32_head=True`` it runs in
+      fp32 under autocast (for a log-depth output that ``exp`` turns into metres).
+
+    Under autocast the upsampled bottleneck keeps its dtype (bf16/fp16), so the concat does
+    not promote the skip features to fp32.
 
     ``forward(bottleneck, skip)`` returns ``(predictions_4x, features_4x)``: the
     ``out_ch``-channel output and the ``mid_ch``-channel features before the final conv,
@@ -25,7 +30,8 @@ class DecoderDeepLabV3p(nn.Module):
     """
 
     def __init__(self, bottleneck_ch: int, skip_ch: int = 64, out_ch: int = 256,
-                 skip_channels: int = 48, num_convs: int = 2, mid_ch: int = 256) -> None:
+                 skip_channels: int = 48, num_convs: int = 2, mid_ch: int = 256,
+                 fp32_head: bool = False) -> None:
         super().__init__()
         if not 1 <= num_convs <= 3:
             raise ValueError(f"DecoderDeepLabV3p num_convs: expected 1, 2 or 3, got {num_convs}")
@@ -41,13 +47,15 @@ class DecoderDeepLabV3p(nn.Module):
             in_ch = mid_ch
         self.convs = nn.Sequential(*convs)
         self.head = nn.Conv2d(mid_ch, out_ch, 1, bias=True)
+        self.fp32_head = bool(fp32_head)
 
     def forward(self, bottleneck: Tensor, skip: Tensor) -> tuple[Tensor, Tensor]:
         """``bottleneck`` B×Cb×h×w, ``skip`` B×Cs×H/4×W/4 → (B×out×H/4×W/4, B×mid×H/4×W/4).
 
         Without a skip projection (``skip_channels=0``) only ``skip``'s spatial size is used.
         """
-        up = F.interpolate(bottleneck, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        up = resize_bilinear(bottleneck, skip.shape[-2:])
         x = up if self.skip_proj is None else torch.cat([up, self.skip_proj(skip)], dim=1)
         features = self.convs(x)
-        return self.head(features), features
+        out = full_precision(self.head, features) if self.fp32_head else self.head(features)
+        return out, features

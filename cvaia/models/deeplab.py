@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .aspp import ASPP
 from .decoder import DecoderDeepLabV3p
 from .encoder import ResNetEncoder
+from .ops import resize_bilinear
 
 #: the range (metres) every depth prediction is clamped to
 DEPTH_RANGE = (0.1, 300.0)
@@ -21,10 +21,9 @@ def depth_from_log(x: Tensor) -> Tensor:
 
 
 def upsample_to(x: Tensor, size) -> Tensor:
-    """Bilinear resize of B×C×h×w to ``size`` (H, W); a no-op when already that size."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    """Bilinear resize of B×C×h×w to ``size`` (H, W) in ``x``'s dtype (also under autocast);
+    a no-op when already that size."""
+    return resize_bilinear(x, size)
 
 
 def ordered_tasks(tasks) -> tuple[str, ...]:
@@ -45,7 +44,9 @@ class DeepLabV3p(nn.Module):
 
     The decoder predicts ``num_classes`` logits (semseg) followed by one log-depth channel
     (depth), or only those of the requested tasks. Outputs are upsampled bilinearly to the
-    input size; depth is ``exp(x).clamp(0.1, 300)`` metres.
+    input size; depth is ``exp(x).clamp(0.1, 300)`` metres. With depth among the tasks the
+    decoder's final 1x1 conv runs in fp32 under autocast (the log-depth is never rounded to
+    bf16/fp16).
 
     Ablations of problem 1.3: ``aspp_rates=()`` keeps only the ASPP's 1x1 and image-pooling
     branches (no atrous convs); ``skip_channels=0`` drops the decoder's skip connection.
@@ -61,7 +62,8 @@ class DeepLabV3p(nn.Module):
         self.encoder = encoder
         self.aspp = ASPP(encoder.out_channels, 256, aspp_rates)
         out_ch = sum(task_channels(t, num_classes) for t in self.tasks)
-        self.decoder = DecoderDeepLabV3p(256, encoder.channels[4], out_ch, skip_channels, num_convs)
+        self.decoder = DecoderDeepLabV3p(256, encoder.channels[4], out_ch, skip_channels, num_convs,
+                                         fp32_head="depth" in self.tasks)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats = self.encoder(x)
@@ -80,7 +82,8 @@ class DeepLabV3pMultiTask(nn.Module):
     """Branched DeepLabV3+: a shared encoder, then per task its own ASPP(512→256) and decoder.
 
     ``aspp`` and ``decoder`` are :class:`~torch.nn.ModuleDict` keyed by task; the semseg
-    decoder has 19 output channels, the depth decoder 1 (``exp(x).clamp(0.1, 300)`` metres).
+    decoder has 19 output channels, the depth decoder 1 (``exp(x).clamp(0.1, 300)`` metres;
+    its final 1x1 conv runs in fp32 under autocast).
     """
 
     def __init__(self, encoder: ResNetEncoder, tasks=TASK_ORDER, num_classes: int = 19,
@@ -91,7 +94,8 @@ class DeepLabV3pMultiTask(nn.Module):
         self.encoder = encoder
         self.aspp = nn.ModuleDict({t: ASPP(encoder.out_channels, 256, aspp_rates) for t in self.tasks})
         self.decoder = nn.ModuleDict({
-            t: DecoderDeepLabV3p(256, encoder.channels[4], task_channels(t, num_classes), skip_channels, num_convs)
+            t: DecoderDeepLabV3p(256, encoder.channels[4], task_channels(t, num_classes), skip_channels, num_convs,
+                                 fp32_head=t == "depth")
             for t in self.tasks})
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
