@@ -90,17 +90,28 @@ def get_rng_state() -> dict[str, Any]:
     return state
 
 
+def _byte_state(t) -> torch.Tensor:
+    """A generator state as the CPU ``uint8`` tensor torch's setters insist on (a checkpoint
+    loaded with ``map_location=<GPU>`` holds its states on the GPU)."""
+    t = t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+    return t.detach().to(device="cpu", dtype=torch.uint8)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`get_rng_state` returned."""
+    """Restore what :func:`get_rng_state` returned, wherever ``torch.load`` mapped its tensors.
+
+    CUDA states are restored for the devices this process has (a checkpoint from a machine
+    with more GPUs sets the first ones; devices without a saved state keep theirs).
+    """
     if "python" in state:
         random.setstate(state["python"])
     if "numpy" in state:
         np.random.set_state(state["numpy"])
     if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):
-            torch.cuda.set_rng_state_all(state["cuda"])
+        torch.set_rng_state(_byte_state(state["torch"]))
+    saved = list(state.get("cuda") or ())
+    for index, s in enumerate(saved[:torch.cuda.device_count() if saved else 0]):
+        torch.cuda.set_rng_state(_byte_state(s), index)
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -315,34 +326,99 @@ def cuda_peak_memory_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def _power_reader(device: torch.device):
-    """A function returning the board power in watts, or None when NVML is not available."""
-    if device.type != "cuda":
-        return None
-    index = device.index or 0
-    try:
-        import pynvml  # type: ignore
+def cuda_free_bytes(device: torch.device) -> int:
+    """Bytes this process can still allocate on a CUDA ``device``.
 
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        pynvml.nvmlDeviceGetPowerUsage(handle)
-        return lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+    ``torch.cuda.mem_get_info`` reports what the *driver* has free; memory that PyTorch's
+    caching allocator holds but no tensor uses (left by an earlier run in the same notebook
+    kernel) counts there as used, although PyTorch hands it out again first. So: driver-free
+    plus reserved-but-unallocated.
+    """
+    free, _ = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + max(0, cached))
+
+
+def _torch_uuid(index: int) -> str | None:
+    """The CUDA UUID of torch's device ``index`` (``"GPU-…"`` or, under MIG, the instance's), or None."""
+    try:
+        uuid = torch.cuda.get_device_properties(index).uuid
+    except Exception:  # no GPU, or a torch without the property
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def nvml_handle(pynvml, index: int):
+    """The NVML handle of torch's CUDA device ``index`` (NVML must be initialised).
+
+    NVML numbers the *physical* GPUs in PCI order, torch the *visible* ones (those in
+    ``CUDA_VISIBLE_DEVICES``, which SLURM sets, in CUDA's order). So: the device's UUID from
+    torch when it has one; else the ``CUDA_VISIBLE_DEVICES`` entry for ``index`` — a physical
+    index, or a GPU/MIG UUID (or the unique prefix of one, as CUDA accepts); else ``index``.
+    """
+    uuid = _torch_uuid(index)
+    if uuid is not None:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+        except Exception:
+            pass
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if not visible:
+        return pynvml.nvmlDeviceGetHandleByIndex(index)
+    if index >= len(visible):
+        raise ValueError(f"cuda:{index} is not among CUDA_VISIBLE_DEVICES={','.join(visible)}")
+    entry = visible[index]
+    if entry.isdigit():
+        return pynvml.nvmlDeviceGetHandleByIndex(int(entry))
+    try:
+        return pynvml.nvmlDeviceGetHandleByUUID(entry)
     except Exception:
         pass
-    draw = getattr(torch.cuda, "power_draw", None)
-    if draw is not None:
-        try:
-            draw(index)
-            return lambda: draw(index) / 1000.0
-        except Exception:
-            return None
-    return None
+    matches = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        uuid = pynvml.nvmlDeviceGetUUID(handle)
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        if uuid.startswith(entry) or uuid.startswith(f"GPU-{entry}"):
+            matches.append(handle)
+    if len(matches) != 1:
+        raise ValueError(f"CUDA_VISIBLE_DEVICES entry {entry!r} names {len(matches)} NVML devices")
+    return matches[0]
+
+
+def _board_handle(pynvml, handle):
+    """A MIG instance reports no power of its own: read its parent GPU (shared by all instances)."""
+    try:
+        if pynvml.nvmlDeviceIsMigDeviceHandle(handle):
+            return pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+    except Exception:
+        pass
+    return handle
+
+
+def _power_reader(device: torch.device):
+    """A function returning the board power (W) of ``device``'s GPU, or None without NVML."""
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        import pynvml  # type: ignore  # the nvidia-ml-py package
+
+        pynvml.nvmlInit()
+        handle = _board_handle(pynvml, nvml_handle(pynvml, index))
+        pynvml.nvmlDeviceGetPowerUsage(handle)  # supported?
+        return lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
+    except Exception:
+        return None
 
 
 class PowerMeter:
     """Mean GPU board power over a period, sampled by a background thread (NVML).
 
-    ``mean_watts`` is None when no NVML reader is available (CPU, MPS, no pynvml).
+    Reads the GPU that torch calls ``device`` (see :func:`nvml_handle` for the mapping under
+    ``CUDA_VISIBLE_DEVICES``; under MIG the whole board). ``mean_watts`` is None when no NVML
+    reader is available (CPU, MPS, no pynvml).
     """
 
     def __init__(self, device: torch.device, interval: float = 0.5):

@@ -1,0 +1,167 @@
+"""What a first GPU user would hit (issue 10), tested without a GPU: mocks of torch.cuda's RNG
+and memory queries and of NVML (pynvml), and fake CUDA tensors where a device is needed."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from cvaia import utils
+
+
+# ---- 1. resuming a CUDA run: RNG states from a checkpoint mapped to the GPU ---------------------
+@pytest.fixture()
+def cuda_rng(monkeypatch):
+    """``enable()`` makes torch.cuda report 2 initialised devices whose default generators are
+    CPU generators: torch's own ``torch.cuda.set_rng_state`` then runs its callback, and the
+    generator's ``set_state`` applies the same check as on a GPU (a CPU ByteTensor, else
+    ``TypeError: RNG state must be a torch.ByteTensor``). Returns the 2 generators."""
+    import torch.cuda.random as cuda_random
+
+    def enable(gens=None):
+        gens = gens if gens is not None else (torch.Generator(), torch.Generator())
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+        monkeypatch.setattr(torch.cuda, "default_generators", gens, raising=False)
+        monkeypatch.setattr(cuda_random, "is_initialized", lambda: True)
+        monkeypatch.setattr(cuda_random, "_lazy_call", lambda cb, **kw: cb())
+        return gens
+
+    return enable
+
+
+def test_rng_states_mapped_to_the_gpu_are_restored(cuda_rng):
+    """``torch.load(last.pt, map_location=cuda)`` moves the saved CUDA RNG states to the GPU;
+    restoring them raised ``TypeError: RNG state must be a torch.ByteTensor`` (not caught),
+    which crashed every resume of a run trained on CUDA."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    saved = [torch.Generator().manual_seed(5).get_state(), torch.Generator().manual_seed(6).get_state()]
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        on_gpu = [s.to("cuda") for s in saved]  # what map_location=cuda gives
+    assert not isinstance(on_gpu[0], torch.ByteTensor)
+    cuda_rng()
+    with pytest.raises(TypeError, match="ByteTensor"):  # torch's own check, as on a GPU
+        torch.cuda.set_rng_state(on_gpu[0], 0)
+
+    class Recorder:  # a generator that checks like torch's and keeps what it got
+        def set_state(self, t):
+            if not isinstance(t, torch.ByteTensor):
+                raise TypeError("RNG state must be a torch.ByteTensor")
+            self.state = t
+
+    gens = cuda_rng((Recorder(), Recorder()))  # fake tensors have no values to set: record them
+    utils.set_rng_state({"cuda": on_gpu})
+    assert all(isinstance(g.state, torch.ByteTensor) and g.state.shape == saved[0].shape for g in gens)
+
+
+def test_rng_state_values_and_device_count(cuda_rng):
+    """The saved bytes are what is restored; a checkpoint of a 4-GPU job sets this job's 2."""
+    states = [torch.Generator().manual_seed(i).get_state() for i in range(4)]
+    before = torch.get_rng_state()
+    torch.manual_seed(123)
+    gens = cuda_rng()
+    utils.set_rng_state({"torch": before, "cuda": states})
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(g.get_state(), states[i]) for i, g in enumerate(gens))
+
+
+# ---- 3. NVML: the GPU torch uses, not the physical GPU with torch's index -----------------------
+class FakeNVML(types.SimpleNamespace):
+    """pynvml with 4 GPUs (physical index i draws 100 + i W) and a MIG instance on GPU 2."""
+
+    UUIDS = ["GPU-aaaa0000-0000", "GPU-bbbb1111-1111", "GPU-cccc2222-2222", "GPU-dddd3333-3333"]
+    MIG = "MIG-eeee4444-4444"
+
+    def __init__(self):
+        super().__init__()
+        self.inits = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlDeviceGetCount(self):
+        return len(self.UUIDS)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        if not 0 <= i < len(self.UUIDS):
+            raise RuntimeError("NVML_ERROR_INVALID_ARGUMENT")
+        return ("gpu", i)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid in self.UUIDS:
+            return ("gpu", self.UUIDS.index(uuid))
+        if uuid == self.MIG:
+            return ("mig", 2)
+        raise RuntimeError("NVML_ERROR_NOT_FOUND")
+
+    def nvmlDeviceGetUUID(self, handle):
+        return self.UUIDS[handle[1]].encode()
+
+    def nvmlDeviceIsMigDeviceHandle(self, handle):
+        return handle[0] == "mig"
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle):
+        return ("gpu", handle[1])
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        if handle[0] == "mig":
+            raise RuntimeError("NVML_ERROR_NOT_SUPPORTED")
+        return (100 + handle[1]) * 1000  # mW
+
+
+@pytest.fixture()
+def nvml(monkeypatch):
+    fake = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    return fake
+
+
+def _watts(index: int) -> float:
+    read = utils._power_reader(torch.device("cuda", index))
+    assert read is not None
+    return read()
+
+
+@pytest.mark.parametrize("visible, index, physical", [
+    ("2,3", 1, 3),                                         # SLURM: indices
+    ("GPU-dddd3333-3333,GPU-aaaa0000-0000", 0, 3),         # UUIDs
+    ("GPU-bbbb", 0, 1),                                    # a UUID prefix, as CUDA accepts
+    ("MIG-eeee4444-4444", 0, 2),                           # a MIG instance: its board
+    (None, 2, 2),                                          # nothing set: the index itself
+])
+def test_power_is_read_from_the_visible_gpu(nvml, monkeypatch, visible, index, physical):
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert _watts(index) == 100 + physical
+
+
+def test_torch_uuid_wins_over_the_index(nvml, monkeypatch):
+    """With CUDA's own device UUID (torch ≥ 2.0 reports it) no index arithmetic is needed."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    props = types.SimpleNamespace(uuid="cccc2222-2222")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
+    assert _watts(1) == 102
+
+
+def test_power_reader_off_gpu_and_on_unknown_entries(nvml, monkeypatch):
+    assert utils._power_reader(torch.device("cpu")) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-ffff")
+    assert utils._power_reader(torch.device("cuda", 0)) is None  # no such GPU: no reading, no crash
+    with pytest.raises(ValueError, match="not among CUDA_VISIBLE_DEVICES"):
+        utils.nvml_handle(nvml, 3)
+
+
+# ---- 5. free GPU memory counts PyTorch's own cache as free --------------------------------------
+def test_cuda_free_bytes_counts_the_caching_allocator(monkeypatch):
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (2 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1 * gib)
+    # An earlier run in this kernel left 29 GiB cached: free for us, not for the driver.
+    assert utils.cuda_free_bytes(torch.device("cuda", 0)) == 31 * gib
