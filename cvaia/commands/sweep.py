@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{len(submitted.jobs)} job(s) submitted ({args.executor})"
                   + (f": {' '.join(submitted.job_ids)}" if submitted.jobs else ""), flush=True)
             if submitted.jobs:
-                print(f"[cvaia] job logs: {submitted.folder}", flush=True)
+                print(f"[cvaia] job logs: {str(submitted.folder).replace('%j', '<job id>')}/", flush=True)
             if args.no_wait:
                 for path in dict.fromkeys(submitted.run_dirs):
                     print(f"  {path}")
