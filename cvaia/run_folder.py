@@ -82,6 +82,18 @@ FINAL_KEYS = ("epoch", "step", "miou", "pixel_acc", "si_log_rmse", "abs_rel", "r
               "delta3", "score", "train_loss")
 
 
+def epoch_row(epoch: int, step: int, metrics: dict, lr: float, train_loss: float, train_losses: dict,
+              train_time_s: float, eval_time_s: float, **cost: float | None) -> dict[str, Any]:
+    """One row of epochs.csv: the validation ``metrics``, lr, training losses, times and the
+    ``cost`` columns (images_per_s, peak_mem_mb, peak_rss_mb, power_w)."""
+    return {"epoch": epoch, "step": step,
+            **{k: metrics[k] for k in ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse",
+                                       "delta1", "delta2", "delta3", "score")},
+            "lr": lr, "train_loss": train_loss, "train_loss_semseg": train_losses.get("semseg"),
+            "train_loss_depth": train_losses.get("depth"), "train_time_s": train_time_s,
+            "eval_time_s": eval_time_s, "epoch_time_s": train_time_s + eval_time_s, **cost}
+
+
 def step_columns(tasks: Sequence[str]) -> list[str]:
     """Columns of steps.csv (the task columns follow the config's tasks)."""
     return (["step", "epoch", "loss"] + [f"loss_{t}" for t in tasks] + ["lr"]

@@ -1,29 +1,21 @@
 """The training engine: one configuration in, one finished run folder out.
 
-:func:`train` trains ``cfg`` into its run folder (layout: :mod:`cvaia.run_folder`),
-evaluating on the validation split after every epoch. It
+:func:`train` trains ``cfg`` into its run folder (layout: :mod:`cvaia.run_folder`), evaluating
+on the validation split after every epoch. A killed run resumes from ``checkpoints/last.pt``
+to exactly the results of an uninterrupted one (all random state is restored or re-derived per
+epoch from the seed); a finished run is returned at once (``force=True`` retrains it, the old
+folder moved aside); ``<run>/.lock`` makes two processes asking for one run train it once; a
+NaN/inf loss stops with :class:`~cvaia.run_folder.TrainingDiverged` naming the step, keeping
+the last good checkpoint.
 
-- resumes a killed run from ``checkpoints/last.pt`` (saved at every epoch end) and reaches
-  exactly the results an uninterrupted run would have (all random state is restored or
-  re-derived per epoch from the seed);
-- returns a finished run at once, and retrains it only with ``force=True`` (the old folder is
-  moved aside to ``<dir>.old-<timestamp>``, never deleted);
-- holds an exclusive lock on ``<run>/.lock`` while it works, so that two processes asking
-  for the same run train it once (the second waits, then finds it finished);
-- stops with :class:`~cvaia.run_folder.TrainingDiverged` (naming the step) when the loss
-  becomes NaN/inf, keeping the last good checkpoint.
-
-Every epoch is: train one epoch (:meth:`_Trainer.train_one_epoch`), evaluate, one results
-row, write the folder. Batches come from :mod:`cvaia.data.train_batches`, the optimizer and
-schedule from :mod:`cvaia.optim`. Losses are accumulated on the device and read back only
-every ``log_every`` steps (no host synchronisation in between). On CUDA: bf16/fp16 autocast
-(fp16 with a gradient scaler), channels_last, ``torch.compile``, ``cudnn.benchmark`` and fused
-Adam are available.
-
-Multi-GPU: started by ``torchrun --nproc_per_node N -m cvaia train ...`` the same code uses
-DistributedDataParallel (:mod:`cvaia.distributed`): every process draws the same permutation
-and takes every N-th sample of it, evaluation is sharded the same way with the metric state
-summed across processes, and only rank 0 writes the run.
+An epoch reads like torchvision's reference script: :meth:`_Trainer.train_one_epoch`, an
+evaluate call, one results row, the folder write. Batches come from
+:mod:`cvaia.data.train_batches`, optimizer and schedule from :mod:`cvaia.optim`, process
+groups from :mod:`cvaia.distributed` (``torchrun --nproc_per_node N -m cvaia train ...``: every
+process takes every N-th sample of the same permutation, evaluation is sharded likewise, rank 0
+writes the run). Losses stay on the device between ``log_every`` read-backs. On CUDA:
+bf16/fp16 autocast (fp16 with a gradient scaler), channels_last, ``torch.compile``,
+``cudnn.benchmark`` and fused Adam.
 """
 
 from __future__ import annotations
@@ -32,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,6 +57,9 @@ from .utils import (
     set_rng_state,
 )
 
+#: Epoch results shown in TensorBoard (``epoch/<key>``).
+TB_EPOCH_KEYS = ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score", "train_loss",
+                 "images_per_s", "epoch_time_s")
 __all__ = ["TrainResult", "TrainingDiverged", "autocast_dtype", "best_key", "selection_value", "train"]
 
 
@@ -161,18 +157,17 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
         teardown_distributed(info)
 
 
+@dataclass(eq=False)
 class _Trainer:
     """One training job (the body of :func:`train`), split into readable steps."""
 
-    def __init__(self, cfg: Config, run_dir: Path, info: DistInfo, resume: bool, show_bars: bool,
-                 callback: Callable[[dict], None] | None, log: Callable[[str], None]):
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.info = info
-        self.resume = resume
-        self.show_bars = show_bars
-        self.callback = callback
-        self.log = log
+    cfg: Config
+    run_dir: Path
+    info: DistInfo
+    resume: bool
+    show_bars: bool
+    callback: Callable[[dict], None] | None
+    log: Callable[[str], None]
 
     # -- set-up --
     def setup(self) -> None:
@@ -314,18 +309,11 @@ class _Trainer:
         metrics = result.metrics
         images = self.steps_per_epoch * cfg.batch_size * info.world_size
         cuda_peak = cuda_peak_memory_mb(self.device)
-        row = {
-            "epoch": epoch + 1, "step": self.step,
-            **{k: metrics[k] for k in ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse",
-                                       "delta1", "delta2", "delta3", "score")},
-            "lr": lr, "train_loss": mean_total,
-            "train_loss_semseg": mean_parts.get("semseg"), "train_loss_depth": mean_parts.get("depth"),
-            "train_time_s": train_time, "eval_time_s": eval_time, "epoch_time_s": train_time + eval_time,
-            "images_per_s": images / train_time if train_time > 0 else math.nan,
-            "peak_mem_mb": cuda_peak if cuda_peak is not None else peak_rss_mb(),
-            "peak_rss_mb": peak_rss_mb(),
-            "power_w": self.power.mean_since(power_mark) if self.power is not None else None,
-        }
+        row = rf.epoch_row(epoch + 1, self.step, metrics, lr, mean_total, mean_parts, train_time, eval_time,
+                           images_per_s=images / train_time if train_time > 0 else math.nan,
+                           peak_mem_mb=cuda_peak if cuda_peak is not None else peak_rss_mb(),
+                           peak_rss_mb=peak_rss_mb(),
+                           power_w=self.power.mean_since(power_mark) if self.power is not None else None)
         value = selection_value(metrics, self.tasks)
         is_best = ((value is not None and (self.best_value is None or value > self.best_value))
                    or self.best_epoch == 0)  # the first epoch always gives a best.pt
@@ -338,7 +326,7 @@ class _Trainer:
             rf.write_logs(self.run_dir, self.tasks, self.step_rows, self.epoch_rows, self.epoch_metrics,
                           self.best_epoch, self.key)
             rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1), is_best, result.confusion)
-            self._tensorboard_epoch(row)
+            self._tensorboard("epoch", {k: row[k] for k in TB_EPOCH_KEYS}, row["epoch"], flush=True)
             self.log(self._epoch_summary(row))
             if self.callback is not None:
                 self.callback(dict(row))
@@ -434,13 +422,7 @@ class _Trainer:
             row[f"weight_{t}"] = weights.get(t)
         if self.info.is_main:
             self.step_rows.append(row)
-            if self.writer is not None:
-                self.writer.add_scalar("train/loss", row["loss"], self.step)
-                for t in self.tasks:
-                    self.writer.add_scalar(f"train/loss_{t}", row[f"loss_{t}"], self.step)
-                    if weights.get(t) is not None:
-                        self.writer.add_scalar(f"train/weight_{t}", weights[t], self.step)
-                self.writer.add_scalar("train/lr", lr, self.step)
+            self._tensorboard("train", {k: v for k, v in row.items() if k not in ("step", "epoch")}, self.step)
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4f}")
 
@@ -454,15 +436,15 @@ class _Trainer:
                 f"{self.run_dir.name}; {kept}. Try a lower --optimizer_lr, --grad_clip, or fp32 "
                 f"precision.", step=bad)
 
-    def _tensorboard_epoch(self, row: dict) -> None:
+    def _tensorboard(self, prefix: str, values: dict, step: int, flush: bool = False) -> None:
+        """``<prefix>/<key>`` scalars (finite floats only) at ``step``."""
         if self.writer is None:
             return
-        for k in ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score",
-                  "train_loss", "images_per_s", "epoch_time_s"):
-            v = row.get(k)
-            if v is not None and isinstance(v, float) and math.isfinite(v):
-                self.writer.add_scalar(f"epoch/{k}", v, row["epoch"])
-        self.writer.flush()
+        for k, v in values.items():
+            if isinstance(v, float) and math.isfinite(v):
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        if flush:
+            self.writer.flush()
 
     @staticmethod
     def _epoch_summary(row: dict) -> str:
