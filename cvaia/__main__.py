@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 #: command name → one-line help. The module is ``cvaia.commands.<name>``.
 COMMANDS = {
@@ -50,14 +51,56 @@ def main(argv: list[str] | None = None) -> int:
     module.configure(parser)
     args = parser.parse_args(rest)
     from .config import ConfigError
+    from .errors import ConfigNotice
+    from .utils import out_of_memory
 
-    try:
-        return int(module.run(args) or 0)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConfigNotice)
+        warnings.showwarning = _show_notice
+        try:
+            return int(module.run(args) or 0)
+        except ConfigError as exc:
+            parser.error(str(exc))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        except (MemoryError, RuntimeError) as exc:
+            where = out_of_memory(exc)
+            if where is None:
+                raise
+            print(f"error: {_oom_message(name, where, exc, args)}", file=sys.stderr)
+            return 1
+
+
+_show_warning = warnings.showwarning
+
+
+def _show_notice(message, category, filename, lineno, file=None, line=None) -> None:
+    """A :class:`~cvaia.errors.ConfigNotice` as one ``[cvaia]`` line; other warnings as usual."""
+    from .errors import ConfigNotice
+
+    if issubclass(category, ConfigNotice):
+        print(f"[cvaia] {message}", file=sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+def _oom_message(command: str, where: str, exc: BaseException, args: argparse.Namespace) -> str:
+    """What to do when a command ran out of memory: the sizes that decide it, with their values."""
+    from .config import Config
+
+    defaults = Config()
+    sizes = []
+    for flag in ("batch_size", "aug_input_crop_size", "batch_size_validation"):
+        if hasattr(args, flag):
+            value = getattr(args, flag) or getattr(defaults, flag)
+            sizes.append(f"--{flag} (now {value})")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    hint = (f"try a smaller {', '.join(sizes[:-1])} or {sizes[-1]}" if len(sizes) > 1 else
+            f"try a smaller {sizes[0]}" if sizes else "try smaller inputs")
+    if command == "train":
+        hint += "; --accumulate_grad_batches N keeps the effective batch size"
+    return f"out of {where} in `{command}` ({first}); {hint}"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,15 @@ The course template's flag names are kept (``--model_name --tasks --optimizer --
 - ``help``: the flag's help text;
 - ``choices``: allowed values (checked in :meth:`Config.validate`);
 - ``hash``: whether the field changes results (and so the run's identity). Fields such as
-  ``name``, ``log_dir``, ``workers`` or ``quiet`` do not.
+  ``name``, ``log_dir``, ``workers`` or ``quiet`` do not. ``"nondefault"``: only a value other
+  than the default does (fields added later, so that existing runs keep their hashes).
+
+The course template's command lines run unchanged: list flags take space- or comma-separated
+values or a JSON list (``--tasks semseg depth``, ``--tasks semseg,depth``,
+``--observe_train_ids [0,100]``), booleans take ``yes/no/true/false/t/f/y/n/1/0`` in any case,
+``--pretrained true|false`` keeps its course meaning (ImageNet weights, see
+:func:`cvaia.weights.course_pretrained`), and the template's daemon flags (TensorBoard, ngrok)
+are accepted with a one-line :class:`~cvaia.errors.ConfigNotice`.
 
 Build one with :func:`make_config` (keyword overrides, validated) or from command-line
 arguments with :func:`add_config_arguments` + :func:`config_from_args`.
@@ -18,11 +26,14 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ConfigNotice
 from .models.registry import ALL_TASKS as TASKS
 from .models.registry import MODEL_NAMES, task_error
 
@@ -49,6 +60,8 @@ class Config:
     num_epochs: int = _f(16, "number of training epochs")
     batch_size: int = _f(4, "training batch size")
     batch_size_validation: int = _f(8, "validation batch size", hash=False)
+    accumulate_grad_batches: int = _f(1, "accumulate the gradients of N batches per optimizer step "
+                                         "(effective batch = batch_size x N x processes)", hash="nondefault")
 
     # ---- optimiser -----------------------------------------------------------------------
     optimizer: str = _f("sgd", "optimizer", choices=("sgd", "adam"))
@@ -71,7 +84,7 @@ class Config:
     # ---- model ---------------------------------------------------------------------------
     model_name: str = _f("deeplabv3p", "model", choices=MODEL_NAMES)
     model_encoder_name: str = _f("resnet18", "encoder backbone", choices=ENCODER_NAMES)
-    pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | synthetic (shipped, see python -m cvaia pretrain) | path to a cvaia checkpoint")
+    pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | synthetic (shipped, see python -m cvaia pretrain) | path to a cvaia checkpoint; course values: true = ImageNet (the shipped synthetic encoder, with a notice, where ImageNet is not cached), false = random")
     encoder_dilation: tuple = _f((False, False, True), "replace_stride_with_dilation for layer2..4, e.g. F,F,T")
     aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated (\"\" = no atrous branches)")
     decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder (0 = no skip)")
@@ -102,6 +115,20 @@ class Config:
     max_train_images: int = _f(0, "use only the first N training images (0 = all)")
     max_val_images: int = _f(0, "use only the first N validation images (0 = all)")
     tta_flip: bool = _f(False, "test-time horizontal-flip averaging at evaluation")
+    dataset: str = _f("miniscapes", "course flag: the data set format (the folder is --dataset_root)",
+                      choices=("miniscapes",), hash=False)
+    prepare_submission: bool = _f(False, "after training: predict the test split with the best checkpoint and "
+                                         "pack the course grader's archive <run>/submission.zip", hash=False)
+
+    # ---- visualization (course names; TensorBoard image grids) ----------------------------
+    num_steps_visualization_first: int = _f(100, "first step with TensorBoard image grids", hash=False)
+    num_steps_visualization_interval: int = _f(1000, "steps between TensorBoard image grids", hash=False)
+    visualize_num_samples_in_batch: int = _f(8, "training-batch samples shown per grid (0 = none)", hash=False)
+    visualize_img_grid_width: int = _f(8, "samples per row of the image grids", hash=False)
+    observe_train_ids: tuple = _f((0, 100), "training images whose predictions are shown (JSON list; ids "
+                                            "beyond the split are skipped)", hash=False)
+    observe_valid_ids: tuple = _f((0, 100), "validation images whose predictions are shown (JSON list)",
+                                  hash=False)
 
     # ---- execution (ours) ----------------------------------------------------------------
     seed: int = _f(0, "random seed")
@@ -112,6 +139,7 @@ class Config:
     data_path: str = _f("auto", "auto: preload decoded tensors when they fit, else a DataLoader",
                         choices=("auto", "preload", "loader"), hash=False)
     workers: int = _f(2, "DataLoader workers (loader data path)", hash=False)
+    workers_validation: int = _f(2, "threads decoding validation images (loader data path)", hash=False)
     log_every: int = _f(10, "log the training loss every N steps", hash=False)
     quiet: bool = _f(False, "no progress bars", hash=False)
 
@@ -131,16 +159,29 @@ class Config:
                             raise ConfigError(f"--{f.name}: {v!r} is not one of {', '.join(choices)}")
             elif choices is not None and value not in choices:
                 raise ConfigError(f"--{f.name}: {value!r} is not one of {', '.join(map(str, choices))}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if hints[f.name] is float and not math.isfinite(value):
+                raise ConfigError(f"--{f.name}: expected a finite number, got {value}")
         positive = ("num_epochs", "batch_size", "batch_size_validation", "aug_input_crop_size",
                     "transformer_dim", "num_heads", "expansion", "num_bins",
-                    "log_every", "cross_attention_chunk")
+                    "log_every", "cross_attention_chunk", "accumulate_grad_batches",
+                    "num_steps_visualization_interval", "visualize_img_grid_width")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name}: expected a positive integer, got {getattr(self, name)}")
         for name in ("max_train_images", "max_val_images", "workers", "num_transformer_layers",
-                     "decoder_skip_channels"):
+                     "decoder_skip_channels", "workers_validation", "num_steps_visualization_first",
+                     "visualize_num_samples_in_batch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}: expected >= 0, got {getattr(self, name)}")
+        for name in ("observe_train_ids", "observe_valid_ids"):
+            ids = getattr(self, name)
+            if not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+                raise ConfigError(f"--{name}: expected a JSON list of image indices >= 0 like [0,100], got {list(ids)}")
+        if self.aug_input_crop_size < MIN_IMAGE_SIZE:
+            raise ConfigError(f"--aug_input_crop_size: expected at least {MIN_IMAGE_SIZE} (the encoder's output "
+                              f"stride), got {self.aug_input_crop_size}")
         if self.optimizer_lr <= 0:
             raise ConfigError(f"--optimizer_lr: expected > 0, got {self.optimizer_lr}")
         if not self.tasks:
@@ -171,6 +212,11 @@ class Config:
         problem = task_error(self.model_name, self.tasks)  # the model registry's task rules
         if problem:
             raise ConfigError(problem)
+        if self.batch_size < 2 and has_image_pooling(self):
+            raise ConfigError(f"--batch_size: model {self.model_name} has an ASPP image-pooling branch whose "
+                              f"BatchNorm sees one value per channel and image, so training needs at least 2 "
+                              f"images per batch (per process); got {self.batch_size} (use --batch_size 2 or "
+                              f"more; --accumulate_grad_batches N makes the effective batch larger)")
         return self
 
     # ---- derived -------------------------------------------------------------------------
@@ -194,14 +240,19 @@ class Config:
         when it is present and the synthetic set otherwise: the hash names which one, so runs
         on synthetic data are never served once real data has been dropped in.
         """
-        d = {f.name: self.to_dict()[f.name] for f in fields(self) if f.metadata.get("hash", True)}
+        values = self.to_dict()
+        d = {f.name: values[f.name] for f in fields(self)
+             if f.metadata.get("hash", True) is True
+             or (f.metadata.get("hash") == "nondefault" and getattr(self, f.name) != _DEFAULTS[f.name])}
         # The precision that is used: a config with optimizer_float_16 is the same run whether
         # its precision field reads fp32 (as given) or fp16 (as older versions rewrote it).
         d["precision"] = self.effective_precision
-        if not self.dataset_root:
-            from . import paths
+        from . import paths
 
+        if not self.dataset_root:
             d["dataset_root"] = "default:" + paths.default_dataset_root().name
+        else:  # the folder itself: "/x/d", "/x/d/" and "d" (from /x) are one data set
+            d["dataset_root"] = str(paths.resolve_dataset_root(self.dataset_root))
         if self.pretrained not in ("random", ""):
             # the content of the starting weights, not just their name: new weights behind
             # "synthetic", "imagenet" or the same path never serve runs made from old ones
@@ -229,6 +280,15 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+#: Smallest image side (and crop) the models take: the encoder's output stride.
+MIN_IMAGE_SIZE = 32
+
+
+def has_image_pooling(cfg: "Config") -> bool:
+    """Whether the model of ``cfg`` has an ASPP image-pooling branch (every model except the
+    adaptive-depth one without ASPP latents): its BatchNorm needs >= 2 images per batch."""
+    return cfg.model_name != "adaptive_depth" or cfg.latents_source == "aspp"
+_DEFAULTS = {f.name: f.default for f in fields(Config)}
 
 
 # ---- value coercion ------------------------------------------------------------------------
@@ -247,6 +307,41 @@ def _parse_bool(name: str, value) -> bool:
     if s in _FALSE:
         return False
     raise ConfigError(f"--{name}: expected a boolean (true/false), got {value!r}")
+
+
+#: Tuple fields holding integers.
+_INT_LISTS = ("aspp_rates", "observe_train_ids", "observe_valid_ids")
+
+
+def _list_items(name: str, value) -> list:
+    """A list flag's items: a JSON list (``[0,100]``), or space/comma-separated words
+    (``semseg depth``, ``semseg,depth``; ``""`` = none), or a Python sequence."""
+    if not isinstance(value, str):
+        return list(value)
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(f"--{name}: expected a JSON list like [0,100], got {value!r}") from None
+        if not isinstance(items, list):
+            raise ConfigError(f"--{name}: expected a JSON list like [0,100], got {value!r}")
+        return items
+    return [s for s in re.split(r"[,\s]+", text) if s]
+
+
+def _coerce_pretrained(value, encoder: str) -> str:
+    """``pretrained``: the course's booleans (true = ImageNet, false = random) or a name/path."""
+    if isinstance(value, bool) or str(value).strip().lower() in _TRUE | _FALSE:
+        if not _parse_bool("pretrained", value):
+            return "random"
+        from .weights import course_pretrained
+
+        chosen, notice = course_pretrained(encoder)
+        if notice:
+            warnings.warn(notice, ConfigNotice, stacklevel=4)
+        return chosen
+    return _coerce("pretrained", str, value)
 
 
 def _coerce(name: str, kind, value):
@@ -271,10 +366,10 @@ def _coerce(name: str, kind, value):
                 raise ValueError
             return str(value)
         if kind is tuple:
-            items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+            items = _list_items(name, value)
             if name == "encoder_dilation":
                 return tuple(_parse_bool(name, v) for v in items)
-            if name == "aspp_rates":
+            if name in _INT_LISTS:
                 return tuple(_coerce(name, int, v) for v in items)
             return tuple(str(v) for v in items)
     except ConfigError:
@@ -300,7 +395,11 @@ def make_config(base: Config | None = None, **overrides) -> Config:
             close = difflib.get_close_matches(key, FIELD_NAMES, n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfigError(f"unknown config field {key!r}{hint}")
-        values[key] = _coerce(key, hints[key], value)
+        if key != "pretrained":
+            values[key] = _coerce(key, hints[key], value)
+    if "pretrained" in overrides:  # after the encoder name: "true" depends on it
+        encoder = values.get("model_encoder_name", _DEFAULTS["model_encoder_name"])
+        values["pretrained"] = _coerce_pretrained(overrides["pretrained"], encoder)
     return Config(**values).validate()
 
 
@@ -321,16 +420,50 @@ def add_config_arguments(parser: argparse.ArgumentParser, only: typing.Iterable[
         choices = f.metadata.get("choices")
         if choices and kind is str:
             metavar = "{" + ",".join(choices) + "}"
+        nargs = "?" if kind is bool else ("+" if kind is tuple else None)
         group.add_argument(f"--{f.name}", dest=f.name, default=None, metavar=metavar, type=str,
-                           nargs="?" if kind is bool else None, const="true" if kind is bool else None,
+                           nargs=nargs, const="true" if kind is bool else None,
                            help=f"{f.metadata['help']} (default: {shown})")
+    if wanted is None:
+        course = parser.add_argument_group("course template flags that do not apply here (accepted, with a notice)")
+        for name, (metavar, why) in IGNORED_COURSE_FLAGS.items():
+            course.add_argument(f"--{name}", dest=f"_course_{name}", default=None, metavar=metavar,
+                                type=str, help=why)
+        course.add_argument("--log_to_console", dest="_course_log_to_console", default=None, metavar="BOOL",
+                            type=str, help="course flag: progress bars on the console (false = --quiet)")
+        course.add_argument("--tensorboard_img_grid_width", dest="_course_tensorboard_img_grid_width",
+                            default=None, metavar="INT", type=str,
+                            help="older course name of --visualize_img_grid_width")
+
+
+#: Flags of older course-template variants that cannot apply here, and why.
+IGNORED_COURSE_FLAGS = {
+    "tensorboard_daemon_start": ("BOOL", "cvaia starts no TensorBoard daemon; run `tensorboard --logdir <store>`"),
+    "tensorboard_daemon_port": ("INT", "cvaia starts no TensorBoard daemon (tensorboard --port P)"),
+    "ngrok_daemon_start": ("BOOL", "cvaia starts no ngrok tunnel"),
+    "ngrok_auth_token": ("STR", "cvaia starts no ngrok tunnel"),
+}
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
     """The config given by parsed flags (only flags that were set override ``base``)."""
-    overrides = {name: getattr(args, name) for name in FIELD_NAMES
+    overrides = {name: _flag_value(getattr(args, name)) for name in FIELD_NAMES
                  if getattr(args, name, None) is not None}
+    for name, (_, why) in IGNORED_COURSE_FLAGS.items():
+        if getattr(args, f"_course_{name}", None) is not None:
+            warnings.warn(f"--{name}: ignored ({why})", ConfigNotice, stacklevel=2)
+    console = getattr(args, "_course_log_to_console", None)
+    if console is not None and "quiet" not in overrides:
+        overrides["quiet"] = not _parse_bool("log_to_console", console)
+    width = getattr(args, "_course_tensorboard_img_grid_width", None)
+    if width is not None and "visualize_img_grid_width" not in overrides:
+        overrides["visualize_img_grid_width"] = width
     return make_config(base, **overrides)
+
+
+def _flag_value(value):
+    """A parsed flag: list flags (``nargs="+"``) become one space-separated string."""
+    return " ".join(value) if isinstance(value, list) else value
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:

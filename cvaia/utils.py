@@ -4,8 +4,11 @@
 - :func:`seed_everything`, :func:`get_rng_state`, :func:`set_rng_state`: reproducibility.
 - :func:`atomic_write_text`, :func:`atomic_write_json`, :func:`atomic_torch_save`,
   :func:`atomic_save_npy`: write to a temporary file next to the target, then ``os.replace``,
-  so a reader (or a killed writer) never sees half a file.
-- :class:`FileLock`: an exclusive ``fcntl.flock`` lock on a file (``<run>/.lock``).
+  so a reader (or a killed writer) never sees half a file. A temporary file is named after
+  its writer (``.<name>.<pid>@<host>.<random>.tmp``): the next write of the same target
+  removes those of writers that are gone (``kill -9``), so none stays forever.
+- :class:`FileLock`: an exclusive ``fcntl.flock`` lock on a file (``<run>/.lock``); who holds
+  it is written into the file, and a waiting process is told (``on_wait``).
 - :func:`peak_rss_mb`, :func:`cuda_peak_memory_mb`, :class:`PowerMeter`: resource probes.
 """
 
@@ -16,6 +19,8 @@ import json
 import math
 import os
 import random
+import re
+import socket
 import sys
 import tempfile
 import threading
@@ -129,12 +134,77 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _host() -> str:
+    """This machine's name, reduced to characters safe in a file name."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+#: A temporary file of an untagged (older) writer is stale after this many seconds.
+UNTAGGED_TEMP_MAX_AGE_S = 3600.0
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``target`` left by writers that died (``kill -9``, power
+    loss): those tagged with a process of this machine that no longer exists, and untagged
+    ones older than :data:`UNTAGGED_TEMP_MAX_AGE_S`. Returns what was removed."""
+    target = Path(target)
+    prefix, host, removed = _temp_prefix(target), _host(), []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for e in entries:
+        if not (e.name.startswith(prefix) and e.name.endswith(".tmp")):
+            continue
+        middle = e.name[len(prefix):-len(".tmp")]
+        tag = middle.rpartition(".")[0]
+        pid, _, where = tag.partition("@")
+        if pid.isdigit() and where:
+            stale = where == host and not pid_alive(int(pid))
+        else:
+            try:
+                stale = time.time() - e.stat().st_mtime > UNTAGGED_TEMP_MAX_AGE_S
+            except OSError:
+                stale = False
+        if stale:
+            with contextlib.suppress(OSError):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+    return removed
+
+
+def _mkstemp_for(target: Path) -> tuple[int, str]:
+    """A temporary file next to ``target``, named after this writer (see :func:`remove_stale_temps`)."""
+    remove_stale_temps(target)
+    return tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}@{_host()}.", suffix=".tmp",
+                            dir=target.parent)
+
+
 @contextlib.contextmanager
 def _atomic_target(path: str | os.PathLike, mode: str = "wb"):
-    """Open a temporary file next to ``path``; on success fsync and ``os.replace`` it."""
+    """Open a temporary file next to ``path``; on success fsync and ``os.replace`` it.
+
+    An ``OSError`` that names no file (a failed write: "No space left on device") is raised
+    again naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp_for(path)
     try:
         os.chmod(tmp, _file_mode())
         with os.fdopen(fd, mode) as fh:
@@ -142,9 +212,11 @@ def _atomic_target(path: str | os.PathLike, mode: str = "wb"):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
         raise
 
 
@@ -203,7 +275,7 @@ def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     import shutil
 
     src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = _mkstemp_for(dst)
     os.close(fd)
     try:
         os.unlink(tmp)
@@ -239,14 +311,26 @@ class FileLock:
 
     The lock file is created if needed and never deleted. If the file was moved away while
     we waited (a run folder set aside by ``--force``), the lock is taken again on the new
-    file, so two holders can never think they own the same path.
+    file, so two holders can never think they own the same path. The holder writes
+    ``pid <pid> on <host>`` into the file; ``on_wait(holder)`` is called once when the lock
+    is taken by someone else, before waiting (so a waiting process can say why it waits).
     """
 
-    def __init__(self, path: str | os.PathLike, timeout: float | None = None, poll: float = 0.05):
+    def __init__(self, path: str | os.PathLike, timeout: float | None = None, poll: float = 0.05,
+                 on_wait=None):
         self.path = Path(path)
         self.timeout = timeout
         self.poll = poll
+        self.on_wait = on_wait
         self._fd: int | None = None
+
+    def holder(self) -> str:
+        """Who holds (or last held) the lock, as written in the file (``"unknown"`` if unreadable)."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            text = ""
+        return text or "another process"
 
     @property
     def locked(self) -> bool:
@@ -262,7 +346,16 @@ class FileLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if deadline is None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    taken = True
+                except BlockingIOError:
+                    taken = False
+                    if self.on_wait is not None:
+                        self.on_wait(self.holder())
+                if taken:
+                    pass
+                elif deadline is None:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 else:
                     while True:
@@ -285,7 +378,7 @@ class FileLock:
                 self._fd = fd
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
-                    os.write(fd, f"{os.getpid()}\n".encode())
+                    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
                 return self
             os.close(fd)  # the file was replaced or moved while we waited: lock the new one
 
@@ -308,6 +401,21 @@ class FileLock:
 
 
 # ---- resource probes -------------------------------------------------------------------------
+def out_of_memory(exc: BaseException) -> str | None:
+    """Which memory ran out when ``exc`` is an out-of-memory error (``"GPU memory"``, ``"CPU
+    memory"``), else None: torch's ``OutOfMemoryError`` (CUDA, MPS), its CPU allocator's
+    "can't allocate memory" ``RuntimeError`` and Python's ``MemoryError``."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    text = str(exc)
+    if (oom_type is not None and isinstance(exc, oom_type)) or "CUDA out of memory" in text \
+            or "MPS backend out of memory" in text:
+        return "GPU memory"
+    if isinstance(exc, MemoryError) or "DefaultCPUAllocator: can't allocate memory" in text \
+            or "not enough memory" in text:
+        return "CPU memory"
+    return None
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MiB), from ``resource.getrusage``."""
     try:

@@ -93,3 +93,24 @@ def weights_identity(pretrained: str, encoder: str = "resnet18") -> str:
     if not path.is_file():
         return f"missing:{path}"
     return "sha256:" + file_sha256(path)
+
+
+def course_pretrained(encoder: str = "resnet18") -> tuple[str, str | None]:
+    """What the course's ``--pretrained true`` (ImageNet weights) means here: ``("imagenet", None)``
+    when they are in the local torch cache, else ``("synthetic", notice)`` when the shipped
+    synthetic-pretrained encoder exists (``notice`` says so in one line). Raises
+    :class:`cvaia.errors.ConfigError` naming both paths when neither is there."""
+    from .errors import ConfigError
+
+    imagenet = imagenet_weights_path(encoder)
+    if imagenet.is_file():
+        return "imagenet", None
+    synthetic = synthetic_weights_path(encoder)
+    if synthetic.is_file():
+        return "synthetic", (f"--pretrained true: ImageNet weights for {encoder} are not in the local torch "
+                             f"cache ({imagenet}); using the shipped synthetic-pretrained encoder {synthetic} "
+                             f"instead (the offline stand-in, recorded in the run's config.json)")
+    raise ConfigError(f"--pretrained true: no pretrained {encoder} encoder here: ImageNet weights are not in "
+                      f"the local torch cache (expected {imagenet}; cvaia never downloads) and the shipped "
+                      f"synthetic encoder {synthetic} is missing (build it with `python -m cvaia pretrain "
+                      f"--encoder {encoder}`); copy one there, or use --pretrained false")

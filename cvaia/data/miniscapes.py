@@ -272,8 +272,11 @@ def _cache_key(data: MiniscapesSplit, n: int) -> str:
 
 def load_split_tensors(root: str | os.PathLike, split: str, max_images: int = 0,
                        workers: int | None = None, progress: bool = False,
-                       cache: bool = False) -> SplitTensors:
+                       cache: bool = False, indices=None) -> SplitTensors:
     """Decode (the first ``max_images`` of, 0 = all) a split once into uint8 tensors.
+
+    ``indices`` (a sequence of image numbers among those) decodes only these images, in that
+    order — e.g. one process's shard of a multi-GPU job; no cache is used then.
 
     Images are decoded in a thread pool (PIL releases the GIL while decoding). All images of
     the split must have the same size. Depth is kept as uint8 codes (4x less memory than
@@ -289,6 +292,13 @@ def load_split_tensors(root: str | os.PathLike, split: str, max_images: int = 0,
     if max_images < 0:
         raise DatasetError(f"max_images must be >= 0 (0 = all), got {max_images}")
     n = len(data) if max_images == 0 else min(max_images, len(data))
+    chosen = list(range(n))
+    if indices is not None:
+        chosen = [int(i) for i in indices]
+        bad = [i for i in chosen if not 0 <= i < n]
+        if bad:
+            raise DatasetError(f"{data.root / split}: image index {bad[0]} is outside 0..{n - 1}")
+        n, cache = len(chosen), False
 
     cache_path = data.root / ".cache" / f"{split}-{n}.pt"
     key = _cache_key(data, n) if cache else None
@@ -306,10 +316,10 @@ def load_split_tensors(root: str | os.PathLike, split: str, max_images: int = 0,
     depth = torch.empty((n, h, w), dtype=torch.uint8) if data.has_depth else None
 
     def load(i: int) -> None:
-        raw = data.read_raw(i)
+        raw = data.read_raw(chosen[i])
         if raw["rgb"].shape[:2] != (h, w):
             got = raw["rgb"].shape
-            raise DatasetError(f"{data.path(i, 'rgb')}: size {got[1]}x{got[0]} (WxH) differs from "
+            raise DatasetError(f"{data.path(chosen[i], 'rgb')}: size {got[1]}x{got[0]} (WxH) differs from "
                                f"{data.path(0, 'rgb')} ({w}x{h}); all images of a split must have one size")
         rgb[i].copy_(torch.from_numpy(raw["rgb"]).permute(2, 0, 1))
         if semseg is not None:
@@ -338,3 +348,57 @@ def load_split_tensors(root: str | os.PathLike, split: str, max_images: int = 0,
         except OSError:
             tmp.unlink(missing_ok=True)  # read-only root or full disk: work without a cache
     return out
+
+
+# ---- identity ----------------------------------------------------------------------------------
+#: Files per modality folder whose size and modification time enter a data fingerprint.
+FINGERPRINT_SAMPLE = 16
+
+
+def data_identity(root: str | os.PathLike) -> dict:
+    """What identifies the data under ``root``, cheaply, for the run store.
+
+    A generated set (synthetic, converted) has a ``meta.json`` describing how it was made: its
+    SHA-256 is the identity (``{"kind": "meta", "sha256"}``). Otherwise (the course data):
+    a fingerprint of the files (``{"kind": "files", "sha256", "files": {"train/rgb": N, ...}}``)
+    from each modality folder's file count and the names, sizes and modification times of
+    :data:`FINGERPRINT_SAMPLE` files spread over it (a ``tar -x`` keeps them, so re-extracting
+    the same archive gives the same identity). ``{"kind": "missing"}`` when ``root`` is not a folder.
+    """
+    root = Path(root)
+    meta = root / "meta.json"
+    if meta.is_file():
+        return {"kind": "meta", "sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
+    if not root.is_dir():
+        return {"kind": "missing"}
+    counts: dict[str, int] = {}
+    h = hashlib.sha256()
+    for split in SPLITS:
+        for modality in MODALITIES:
+            folder = root / split / modality
+            if not folder.is_dir():
+                continue
+            names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+            counts[f"{split}/{modality}"] = len(names)
+            step = max(1, len(names) // FINGERPRINT_SAMPLE)
+            for name in names[::step][:FINGERPRINT_SAMPLE]:
+                st = (folder / name).stat()
+                h.update(f"{split}/{modality}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    h.update(repr(sorted(counts.items())).encode())
+    return {"kind": "files", "sha256": h.hexdigest(), "files": counts}
+
+
+def identity_difference(then: dict, now: dict) -> str | None:
+    """How two :func:`data_identity` records differ, in words (None when they agree)."""
+    if then.get("sha256") == now.get("sha256") and then.get("kind") == now.get("kind"):
+        return None
+    if now.get("kind") == "missing":
+        return "the data set folder is gone"
+    if then.get("kind") == "files" and now.get("kind") == "files":
+        changed = [f"{k}: {then['files'].get(k, 0)} -> {now['files'].get(k, 0)} files"
+                   for k in sorted(set(then.get("files", {})) | set(now.get("files", {})))
+                   if then["files"].get(k, 0) != now["files"].get(k, 0)]
+        return "; ".join(changed) or "files were replaced (sizes or modification times differ)"
+    if then.get("kind") == "meta" and now.get("kind") == "meta":
+        return "its meta.json differs (the set was regenerated with other settings)"
+    return f"it was identified by {then.get('kind')}, now by {now.get('kind')}"

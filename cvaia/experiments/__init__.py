@@ -81,6 +81,34 @@ def default_profile(device: str = "auto") -> str:
     return "quick"
 
 
+def _kind(value) -> str | None:
+    """The parameter kind a default value asks for (None: anything goes)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return None
+
+
+def _check_type(problem: str, key: str, value, default) -> None:
+    """A given parameter must have its default's kind (an int is fine for a float)."""
+    want, got = _kind(default), _kind(value)
+    if want is None or got == want or (want == "float" and got == "int"):
+        return
+    names = {"bool": "a boolean (True/False)", "int": "an integer", "float": "a number", "str": "a string",
+             "list": "a list"}
+    raise ParameterError(f"notebook {problem}: parameter {key} must be {names[want]} like its default "
+                         f"{default!r}, got {value!r} ({type(value).__name__})")
+
+
 def resolve(problem: str, namespace: Mapping[str, Any]) -> Params:
     """Resolve a notebook's parameters.
 
@@ -108,6 +136,7 @@ def resolve(problem: str, namespace: Mapping[str, Any]) -> Params:
     values.update(profiles[profile])
     for key, value in given.items():
         if value is not None:
+            _check_type(problem, key, value, values.get(key))
             values[key] = value
     values["PROFILE"] = profile
     missing = sorted(k for k in profiles["quick"] if k not in profiles[profile])
