@@ -70,3 +70,20 @@ def test_configure_threads_order(monkeypatch):
             configure_threads("cpu", threads=0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_configure_threads_follows_the_hardware_not_the_load(monkeypatch):
+    import torch
+
+    from cvaia.experiments.common import THREADS_ENV, configure_threads
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    try:
+        # the same count however busy the machine is (the load is never sampled)
+        assert configure_threads("cpu") == 2
+        assert configure_threads("cpu") == 2
+    finally:
+        torch.set_num_threads(before)

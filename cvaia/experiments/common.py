@@ -5,7 +5,10 @@
 - :func:`profile_config`: a run's config from the profile's data amounts and schedule.
 - :func:`run_configs`, :func:`run_row`, :func:`val_samples`, :func:`predictions`: train or
   load a list of configs, one table row per run, validation images, predictions per run.
-- :func:`configure_threads`: torch's CPU threads for a notebook kernel (1 on a busy machine).
+- :func:`configure_threads`: torch's CPU threads for a notebook kernel (from the hardware, not the load).
+- :func:`seed_configs`, :func:`seed_noise`, :func:`noise_table`: the run-to-run noise verdicts are judged against.
+- :func:`pretrained_weights`: ImageNet when cached, else the shipped synthetic-pretrained encoder.
+- :func:`executor`: the ``EXECUTOR`` parameter (in-process, local jobs or a SLURM array).
 - :func:`device_report`: torch version, device, threads — the first cell of every notebook.
 - :func:`record_headline`: a notebook's headline numbers, written to
   ``$CVAIA_HEADLINES_DIR/NN.json`` (when that variable is set, as the workbook runner and the
@@ -102,13 +105,17 @@ def profile_config(P: Mapping[str, Any], **overrides):
     return make_config(**kw)
 
 
-def run_configs(configs: Sequence) -> list:
+def run_configs(configs: Sequence, executor=None) -> list:
     """Train (or load) each configuration; a diverged run gives ``None`` instead of a Run.
 
     Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
+    ``executor`` (from :func:`executor` / :func:`cvaia.cluster.executor_from_name`) runs each
+    config as its own job (SLURM array, local processes); None trains them here, one by one.
     """
     from ..runs import TrainingDiverged, get_run
 
+    if executor is not None:
+        return executor.run_configs(list(configs), diverged="none")
     runs = []
     for cfg in configs:
         try:
@@ -116,6 +123,71 @@ def run_configs(configs: Sequence) -> list:
         except TrainingDiverged:
             runs.append(None)
     return runs
+
+
+def executor(name: str = "inprocess", options: Mapping[str, Any] | None = None):
+    """The notebooks' ``EXECUTOR`` parameter: ``"inprocess"`` (None: train in this kernel),
+    ``"local"`` (submitit subprocesses) or ``"slurm"`` (a SLURM array; ``options`` are
+    :func:`cvaia.cluster.executor_from_name`'s, e.g. ``dict(partition="gpu", gpus_per_node=1)``)."""
+    if name in ("inprocess", "", None):
+        return None
+    from .. import cluster
+
+    return cluster.executor_from_name(name, **dict(options or {}))
+
+
+def seed_configs(cfg, seeds: Sequence[int]) -> list:
+    """``cfg`` once per seed (the first seed's config is ``cfg`` itself when its seed is in ``seeds``)."""
+    return [cfg if int(s) == cfg.seed else cfg.replace(seed=int(s)) for s in seeds]
+
+
+def seed_noise(runs: Sequence, metric: str, floor: float = 0.0):
+    """:class:`~cvaia.experiments.verdicts.Noise` of ``metric`` over the finished seed runs
+    (a diverged seed, None, is left out and must be reported by the caller)."""
+    from .verdicts import seed_noise as _noise
+
+    values = [float(r.final[metric]) for r in runs if r is not None and metric in r.final]
+    return _noise(metric, values, floor)
+
+
+def noise_table(runs: Sequence, metrics: Sequence[str] = ("miou", "si_log_rmse")):
+    """One row per seed run (seed, each metric) plus mean and std rows, for display."""
+    import numpy as np
+    import pandas as pd
+
+    rows = [{"seed": r.config.seed, **{m: float(r.final.get(m, math.nan)) for m in metrics}}
+            for r in runs if r is not None]
+    table = pd.DataFrame(rows)
+    stats = pd.DataFrame([{"seed": "mean", **{m: float(np.nanmean(table[m])) for m in metrics}},
+                          {"seed": "std (ddof=1)", **{m: float(np.nanstd(table[m], ddof=1)) for m in metrics}}])
+    return pd.concat([table, stats], ignore_index=True)
+
+
+def pretrained_weights(encoder: str = "resnet18") -> tuple[str, str]:
+    """The "pretrained" encoder of the notebooks: ``(pretrained value, what it is)``.
+
+    torchvision's ImageNet weights when they are in the local torch cache (never downloaded),
+    else the encoder shipped in ``cvaia/weights/`` (``python -m cvaia pretrain``: joint
+    segmentation + depth on a synthetic set generated with another seed than the default set).
+    """
+    from .. import weights
+
+    if weights.imagenet_available(encoder):
+        return "imagenet", f"torchvision's ImageNet {encoder} from the local torch cache"
+    path = weights.synthetic_weights_path(encoder)
+    if not path.is_file():
+        raise FileNotFoundError(f"no pretrained {encoder}: neither ImageNet weights at "
+                                f"{weights.imagenet_weights_path(encoder)} nor the shipped {path}; run "
+                                f"`python -m cvaia pretrain`")
+    desc = f"the shipped synthetic-pretrained {encoder} ({path.name}"
+    side = weights.sidecar_path(path)
+    if side.is_file():
+        meta = json.loads(side.read_text())
+        best = meta.get("metrics_val", {}).get("best", {})
+        desc += (f": {meta.get('steps')} steps of joint segmentation + depth on {meta['data']['n_train']} "
+                 f"synthetic images of seed {meta['data']['seed']}, val mIoU {best.get('miou', math.nan):.1f}, "
+                 f"SI-logRMSE {best.get('si_log_rmse', math.nan):.1f}")
+    return "synthetic", desc + "; no ImageNet weights are cached here)"
 
 
 def run_row(run, cfg, **extra) -> dict[str, Any]:
@@ -181,38 +253,17 @@ def device_report(device: str = "auto") -> dict[str, Any]:
     return info
 
 
-def busy_cores(interval: float = 0.25) -> float | None:
-    """How many CPU cores other processes keep busy right now (``/proc/stat`` sampled over
-    ``interval`` seconds), or None where that file does not exist (not Linux)."""
-    import time
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as fh:
-            values = [int(v) for v in fh.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    if total1 <= total0:
-        return None
-    return (os.cpu_count() or 1) * (1.0 - (idle1 - idle0) / (total1 - total0))
-
-
 def configure_threads(device: str = "auto", threads: int | None = None) -> int:
     """Set the number of CPU threads torch uses in this process and return it.
 
-    Order: ``threads`` when given; ``$CVAIA_NUM_THREADS``; on a GPU, torch's default. On the
-    CPU, torch's default (one thread per core) is a trap on a small shared machine: every op
-    splits its work over all cores and waits for the slowest part, so one other busy process
-    (or a second notebook run in parallel by the tests) makes each training step several
-    times *slower* than with a single thread (measured: 0.6 s vs 4.4 s per step on 2 cores
-    with another job running). So on the CPU: 1 thread under pytest-xdist, else as many
-    threads as there are cores not busy right now (at least 1).
+    Order: ``threads`` when given; ``$CVAIA_NUM_THREADS``; on a GPU, torch's default; on the
+    CPU, one thread under pytest-xdist (two test workers share the cores) and otherwise one
+    per core this process may run on (the affinity mask). The count comes from the hardware,
+    never from the current load, so two executions of a notebook train with the same threads
+    and give the same numbers; each run records the count it trained with (``config.json``).
+    On a shared machine set ``CVAIA_NUM_THREADS=1``: torch's ops split work over all threads
+    and wait for the slowest, so a busy core slows every step (measured: 0.6 s vs 4.4 s per
+    step on 2 cores with another job running).
     """
     import torch
 
@@ -230,9 +281,7 @@ def configure_threads(device: str = "auto", threads: int | None = None) -> int:
         if os.environ.get("PYTEST_XDIST_WORKER"):
             threads = 1
         else:
-            busy = busy_cores()
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            threads = cores if busy is None else int(max(1, min(cores, round((os.cpu_count() or 1) - busy))))
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if threads < 1:
         raise ValueError(f"configure_threads: expected a positive number of threads, got {threads}")
     torch.set_num_threads(int(threads))
