@@ -165,3 +165,73 @@ def test_cuda_free_bytes_counts_the_caching_allocator(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1 * gib)
     # An earlier run in this kernel left 29 GiB cached: free for us, not for the driver.
     assert utils.cuda_free_bytes(torch.device("cuda", 0)) == 31 * gib
+
+
+def test_gpu_placement_uses_the_memory_this_process_can_allocate(monkeypatch):
+    """A 5 GiB split next to a 29 GiB cache left by an earlier run of this kernel stays on the
+    GPU (before: the driver's 2 GiB "free" sent it to the slow host path)."""
+    from cvaia.data.train_batches import gpu_placement
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (2 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 30 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1 * gib)
+    assert gpu_placement(5 * gib, torch.device("cuda", 0)) == "gpu"
+    assert gpu_placement(10 * gib, torch.device("cuda", 0)) == "pinned"
+
+
+def test_pinned_staging_pins_batch_buffers_not_the_split(monkeypatch):
+    """Host-resident data reach the GPU through two batch-sized pinned buffers (the whole split
+    is never pinned or copied); a buffer is refilled only after the copy out of it finished."""
+    from cvaia.data.train_batches import PinnedStaging
+
+    pinned, events = [], []
+
+    def pin_memory(self):
+        pinned.append(tuple(self.shape))
+        return self.clone()
+
+    class Event:
+        def __init__(self):
+            self.recorded = self.synced = False
+            events.append(self)
+
+        def record(self, stream=None):
+            self.recorded = True
+
+        def synchronize(self):
+            self.synced = True
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    g = torch.Generator().manual_seed(0)
+    src = {"rgb": torch.randint(0, 256, (10, 3, 4, 6), dtype=torch.uint8, generator=g),
+           "depth": torch.randint(0, 256, (10, 4, 6), dtype=torch.uint8, generator=g)}
+    staging = PinnedStaging(src, 4, torch.device("cpu"))  # cpu: .to() is then the identity
+    assert pinned == [(4, 3, 4, 6), (4, 4, 6)] * 2
+    for step, idx in enumerate([torch.tensor([3, 1, 7, 0]), torch.tensor([2, 9, 5, 4]), torch.tensor([6, 8])]):
+        got = staging(idx)
+        for k in src:
+            assert torch.equal(got[k], src[k][idx])
+        assert len(events) == step + 1 and events[-1].recorded
+    assert events[0].synced and not events[1].synced  # batch 3 reused buffer 0 after its copy
+
+
+# ---- 9. DDP: each process holds only its shard of the training split -------------------------------
+def test_ddp_ranks_preload_only_their_shard(tiny_root):
+    from cvaia.config import make_config
+    from cvaia.data.miniscapes import load_split_tensors
+    from cvaia.data.train_batches import PreloadedTrainData
+
+    cfg = make_config(dataset_root=str(tiny_root), aug_input_crop_size=32, batch_size=2, max_train_images=8)
+    full = load_split_tensors(tiny_root, "train", max_images=8)
+    ranks = [PreloadedTrainData(cfg, tiny_root, torch.device("cpu"), rank=r, world_size=2) for r in range(2)]
+    for r, data in enumerate(ranks):
+        assert data.n == 4 and data.n_total == 8 and data.steps_per_epoch == 2
+        assert torch.equal(data.sources["rgb"], full.rgb[r::2])  # images r, r+2, ...: half the memory
+        assert torch.equal(data.sources["semseg"], full.semseg[r::2])
+    one = PreloadedTrainData(cfg, tiny_root, torch.device("cpu"))
+    assert one.n == 8 and torch.equal(one.sources["rgb"], full.rgb)
+    batches = [b for b, _ in ranks[1].batches(0)]
+    assert len(batches) == 2 and batches[0].shape == (2, 3, 32, 32)

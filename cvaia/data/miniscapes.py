@@ -350,6 +350,15 @@ def load_split_tensors(root: str | os.PathLike, split: str, max_images: int = 0,
     return out
 
 
+def check_image_size(root: str | os.PathLike, splits: tuple[str, ...], minimum: int) -> None:
+    """:class:`DatasetError` when the images of a split are smaller than ``minimum`` pixels a side."""
+    for split in splits:
+        h, w = MiniscapesSplit(root, split).image_size
+        if min(h, w) < minimum:
+            raise DatasetError(f"{Path(root) / split}: images are {h}x{w} pixels; the models need at least "
+                               f"{minimum} a side (the encoder's output stride): use larger images (--dataset_root)")
+
+
 # ---- identity ----------------------------------------------------------------------------------
 #: Files per modality folder whose size and modification time enter a data fingerprint.
 FINGERPRINT_SAMPLE = 16

@@ -4,6 +4,12 @@
 split takes less than half of the available memory). Both yield ``(rgb, {task: target})``
 batches of one epoch from ``batches(epoch)``, reproducibly from the seed and the epoch, and
 split the epoch over ``world_size`` processes (this process is ``rank``).
+
+Preloaded data on CUDA stays on the GPU when it takes less than a quarter of the memory this
+process can still allocate (:func:`cvaia.utils.cuda_free_bytes`: PyTorch's own cache counts as
+free); otherwise it stays in ordinary host memory and each batch travels through a pinned
+staging buffer (:class:`PinnedStaging`). Under DDP each process decodes and holds only its
+shard of the split (images ``rank, rank + world_size, ...``) and shuffles it every epoch.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError
-from ..utils import worker_init_fn
+from ..utils import cuda_free_bytes, worker_init_fn
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -38,69 +44,119 @@ def available_ram() -> int:
         return 8 * 2**30
 
 
+class PinnedStaging:
+    """Batches of a split held in host memory, copied to a GPU through reusable pinned buffers.
+
+    Indexing a pinned tensor (``t[idx]``) returns ordinary pageable memory, from which a
+    ``non_blocking`` copy is synchronous, and pinning a whole split needs a second copy of it.
+    Here each batch is gathered (``index_select(out=...)``) into one of ``depth`` pinned buffers
+    and copied asynchronously; a buffer is refilled only once the copy out of it has finished
+    (a CUDA event recorded after the copy, ``depth - 1`` batches earlier).
+    """
+
+    def __init__(self, sources: dict[str, torch.Tensor], batch_size: int, device: torch.device, depth: int = 2):
+        self.sources = sources
+        self.device = device
+        self.buffers = [{k: torch.empty((batch_size, *t.shape[1:]), dtype=t.dtype).pin_memory()
+                         for k, t in sources.items()} for _ in range(depth)]
+        self.events: list = [None] * depth
+        self._slot = 0
+
+    def __call__(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows ``idx`` (CPU int64) of every source, on the device."""
+        slot, self._slot = self._slot, (self._slot + 1) % len(self.buffers)
+        if self.events[slot] is not None:
+            self.events[slot].synchronize()  # the copy out of this buffer is done
+        out = {}
+        for k, src in self.sources.items():
+            buf = self.buffers[slot][k][: len(idx)]
+            torch.index_select(src, 0, idx, out=buf)
+            out[k] = buf.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(self.device))
+        self.events[slot] = event
+        return out
+
+
+def gpu_placement(nbytes: int, device: torch.device) -> str:
+    """``gpu`` when ``nbytes`` of preloaded data take under a quarter of what this process can
+    still allocate on ``device`` (plenty left for the model), else ``pinned`` (host + staging)."""
+    return "gpu" if nbytes < 0.25 * cuda_free_bytes(device) else "pinned"
+
+
 class PreloadedTrainData:
-    """The training split decoded once into uint8 tensors; batches augmented on the device."""
+    """The training split decoded once into uint8 tensors; batches augmented on the device.
+
+    ``placement``: ``cpu`` (CPU training), ``gpu`` (the tensors live on the GPU), ``pinned``
+    (host memory, batches through :class:`PinnedStaging`) or another device type.
+    ``device_bytes`` is what the data occupy on the training device (for memory readings).
+    """
 
     def __init__(self, cfg: Config, root: Path, device: torch.device, rank: int = 0, world_size: int = 1,
                  show_progress: bool = False):
         from .augment import BatchAugment
         from .encoding import depth_lut
-        from .miniscapes import DatasetError, load_split_tensors
+        from .miniscapes import DatasetError, MiniscapesSplit, load_split_tensors
 
-        tensors = load_split_tensors(root, "train", max_images=cfg.max_train_images, progress=show_progress)
+        split = MiniscapesSplit(root, "train")
+        self.n_total = len(split) if cfg.max_train_images <= 0 else min(cfg.max_train_images, len(split))
+        shard = list(range(rank, self.n_total, world_size)) if world_size > 1 else None
+        tensors = load_split_tensors(root, "train", max_images=cfg.max_train_images, progress=show_progress,
+                                     indices=shard)
         self.tasks = cfg.tasks
         if "semseg" in cfg.tasks and tensors.semseg is None:
             raise DatasetError(f"{root / 'train'}: no semseg/ labels, but --tasks includes semseg")
         if "depth" in cfg.tasks and tensors.depth_codes is None:
             raise DatasetError(f"{root / 'train'}: no depth/ labels, but --tasks includes depth")
-        self.rgb = tensors.rgb
-        self.semseg = tensors.semseg if "semseg" in cfg.tasks else None
-        self.depth = tensors.depth_codes if "depth" in cfg.tasks else None
-        self.n = len(tensors)
+        sources = {"rgb": tensors.rgb}
+        if "semseg" in cfg.tasks:
+            sources["semseg"] = tensors.semseg
+        if "depth" in cfg.tasks:
+            sources["depth"] = tensors.depth_codes
+        self.n = len(tensors)  # this process's images
         self.device = device
-        self.placement = "cpu"
-        nbytes = sum(t.numel() for t in (self.rgb, self.semseg, self.depth) if t is not None)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if nbytes < 0.25 * free:  # plenty of room left for the model: keep the data on the GPU
-                self.rgb, self.semseg, self.depth = (t.to(device) if t is not None else None
-                                                     for t in (self.rgb, self.semseg, self.depth))
-                self.placement = "gpu"
-            else:
-                self.rgb, self.semseg, self.depth = (t.pin_memory() if t is not None else None
-                                                     for t in (self.rgb, self.semseg, self.depth))
-                self.placement = "pinned"
-        elif device.type != "cpu":
-            self.rgb, self.semseg, self.depth = (t.to(device) if t is not None else None
-                                                 for t in (self.rgb, self.semseg, self.depth))
-            self.placement = str(device.type)
+        self.batch_size = cfg.batch_size
+        nbytes = sum(t.numel() * t.element_size() for t in sources.values())
+        self.staging = None
+        self.device_bytes = 0
+        if device.type == "cpu":
+            self.placement = "cpu"
+        elif device.type == "cuda" and gpu_placement(nbytes, device) == "pinned":
+            self.placement = "pinned"
+            self.staging = PinnedStaging(sources, cfg.batch_size, device)
+        else:
+            self.placement = "gpu" if device.type == "cuda" else str(device.type)
+            sources = {k: t.to(device) for k, t in sources.items()}
+            self.device_bytes = nbytes
+        self.sources = sources
         self.lut = torch.from_numpy(depth_lut()).to(device)
         self.augment = BatchAugment.from_config(cfg)
-        self.batch_size = cfg.batch_size
         self.seed = cfg.seed
         self.rank, self.world_size = rank, world_size
-        self.steps_per_epoch = (self.n // world_size) // cfg.batch_size
+        self.steps_per_epoch = (self.n_total // world_size) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise ConfigError(f"--batch_size: {cfg.batch_size} x {world_size} process(es) is more than "
-                              f"the {self.n} training images (--max_train_images {cfg.max_train_images}); "
+                              f"the {self.n_total} training images (--max_train_images {cfg.max_train_images}); "
                               f"no full batch per epoch")
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-        """This rank's batches of ``epoch`` (drop_last), augmented on the device."""
-        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
-        perm = torch.randperm(self.n, generator=g)  # the same on every rank
-        mine = perm[self.rank::self.world_size]
+        """This rank's batches of ``epoch`` (drop_last), augmented on the device: its shard in a
+        new order every epoch (one process: the whole split, as a seeded permutation)."""
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, self.rank))
+        mine = torch.randperm(self.n, generator=g)
         aug_gen = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
         aug_gen.manual_seed(epoch_seed(self.seed + 1, epoch, self.rank))
-        if self.placement == "gpu":
+        if self.placement not in ("cpu", "pinned"):
             mine = mine.to(self.device)
         b = self.batch_size
         for s in range(self.steps_per_epoch):
             idx = mine[s * b:(s + 1) * b]
-            rgb = self.rgb[idx].to(self.device, non_blocking=True)
-            sem = self.semseg[idx].to(self.device, non_blocking=True) if self.semseg is not None else None
-            dep = self.lut[self.depth[idx].to(self.device, non_blocking=True).long()] if self.depth is not None else None
-            rgb, sem, dep = self.augment(rgb, sem, dep, generator=aug_gen)
+            if self.staging is not None:
+                got = self.staging(idx)
+            else:
+                got = {k: t[idx].to(self.device, non_blocking=True) for k, t in self.sources.items()}
+            dep = self.lut[got["depth"].long()] if "depth" in got else None
+            rgb, sem, dep = self.augment(got["rgb"], got.get("semseg"), dep, generator=aug_gen)
             targets = {}
             if sem is not None:
                 targets["semseg"] = sem
