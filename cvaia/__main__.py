@@ -22,6 +22,7 @@ COMMANDS = {
     "pretrain": "pretrain the encoder on a disjoint synthetic set (the shipped offline ImageNet stand-in)",
     "params": "print the per-module parameter table of a model configuration",
     "bench": "training throughput and memory: reference path vs fast path",
+    "doctor": "first time on a GPU: run every CUDA code path once, PASS/FAIL/SKIP per check",
     "workbook": "execute the notebooks with papermill and export every figure (the main job)",
 }
 
