@@ -31,6 +31,8 @@ COMMON = MappingProxyType({
     "DATASET_ROOT": "",     # "" = data/miniscapes when present, else data/synthetic
     "DEVICE": "auto",       # auto | cpu | cuda | mps
     "SEED": 0,
+    "EXECUTOR": "inprocess",  # inprocess | local | slurm: where the grids' runs train (cvaia.cluster)
+    "EXECUTOR_OPTIONS": None,  # e.g. {"partition": "gpu", "gpus_per_node": 1, "timeout_min": 120} for slurm
 })
 
 
