@@ -7,14 +7,18 @@ decode every sample with PIL and apply per-sample torchvision transforms
 (:class:`cvaia.data.reference.ReferenceDataset`), the explicit softmax(QKᵀ/√d)V attention,
 ``loss.item()`` after every step.
 
-``fast`` — cvaia's path: decoded uint8 tensors preloaded once (on the GPU when there is one),
-crops/flips/normalisation batched on the device (:class:`cvaia.data.augment.BatchAugment`),
-``F.scaled_dot_product_attention``, and on CUDA bf16 autocast, channels_last, fused Adam;
-no host synchronisation inside the step loop.
+``fast`` — cvaia's path with the settings ``cvaia train`` uses by default: decoded uint8
+tensors preloaded once (on the GPU when there is one), crops/flips/normalisation batched on the
+device (:class:`cvaia.data.augment.BatchAugment`), ``F.scaled_dot_product_attention``, the
+trainer's optimizer (fused Adam on CUDA) and, on CUDA, the trainer's precision (``auto``: bf16
+where supported, else fp16 with a gradient scaler) and memory format; no host synchronisation
+inside the step loop.
 
-Each arm runs in its own subprocess so that its peak memory (CUDA max allocated, or the CPU
-peak RSS of the process and its DataLoader workers) is its own. Results: images/s and peak
-memory per arm and the fast/reference ratio.
+Each arm runs in its own subprocess so that its peak memory is its own: on CUDA the largest
+memory allocated during the timed steps *less the preloaded data set* (the fast arm holds it
+on the GPU, the reference arm on the host; ``data_memory_mb`` reports it), elsewhere the peak
+RSS of the process and its DataLoader workers. ``--device cuda:N`` measures, names and reads
+the memory of GPU N. Results: images/s and peak memory per arm and the fast/reference ratio.
 """
 
 from __future__ import annotations
@@ -62,16 +66,39 @@ def bench_config(model_name: str, arm: str, s: BenchSettings, device: str):
     from .config import make_config
 
     tasks = "depth" if model_name == "adaptive_depth" else "semseg,depth"
-    cuda = device.startswith("cuda")
-    fast = arm == "fast"
-    return make_config(
-        model_name=model_name, tasks=tasks, optimizer="adam", optimizer_lr=1e-4,
-        batch_size=s.batch_size, aug_input_crop_size=s.size, aug_geom_reflect=True,
-        attention_impl="fast" if fast else "explicit",
-        precision="bf16" if (fast and cuda) else "fp32",
-        channels_last=fast and cuda, compile=fast and s.compile, device=device,
-        workers=s.workers, quiet=True,
-    )
+    common = dict(model_name=model_name, tasks=tasks, optimizer="adam", optimizer_lr=1e-4,
+                  batch_size=s.batch_size, aug_input_crop_size=s.size, aug_geom_reflect=True,
+                  device=device, workers=s.workers, quiet=True)
+    if arm == "fast":  # precision and memory format: what `cvaia train` uses by default
+        return make_config(attention_impl="fast", compile=s.compile, **common)
+    return make_config(attention_impl="explicit", precision="fp32", channels_last=False, **common)
+
+
+def arm_precision(cfg, device: str):
+    """``(autocast dtype or None, channels_last)`` of an arm on ``device``, as the trainer does."""
+    import torch
+
+    from .train import autocast_dtype
+
+    dev = torch.device(device)
+    return autocast_dtype(cfg, dev), bool(cfg.channels_last) and dev.type == "cuda"
+
+
+def cuda_device_name(device: str) -> str:
+    """The name of the GPU ``device`` names (``cuda:N``: GPU N, not the current one)."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.device(device))
+
+
+def cuda_step_memory(device: str, resident_bytes: int) -> dict:
+    """Memory readings of the timed steps on ``device``: peak allocated less ``resident_bytes``
+    (the preloaded data), and the data themselves."""
+    import torch
+
+    peak = torch.cuda.max_memory_allocated(torch.device(device))
+    return {"peak_memory_mb": (peak - resident_bytes) / 2**20, "data_memory_mb": resident_bytes / 2**20,
+            "memory_kind": "cuda max allocated during the timed steps, less the data set preloaded on the GPU"}
 
 
 def bench_dataset(s: BenchSettings) -> Path:
@@ -123,7 +150,8 @@ def _reference_batches(cfg, root: Path, device: str):
 
 
 def _fast_batches(cfg, root: Path, device: str):
-    """Endless batches from preloaded uint8 tensors, augmented batched on the device."""
+    """``(endless batches from preloaded uint8 tensors augmented on the device, bytes of the
+    data on the device)``."""
     import torch
 
     from .data.augment import BatchAugment
@@ -135,17 +163,22 @@ def _fast_batches(cfg, root: Path, device: str):
     rgb = t.rgb.to(device) if on_gpu else t.rgb
     semseg = t.semseg.to(device) if on_gpu else t.semseg
     codes = t.depth_codes.to(device) if on_gpu else t.depth_codes
+    resident = sum(x.numel() * x.element_size() for x in (rgb, semseg, codes)) if on_gpu else 0
     lut = torch.from_numpy(depth_lut()).to(device)
     aug = BatchAugment.from_config(cfg)
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     n, b = rgb.shape[0], cfg.batch_size
-    while True:
-        perm = torch.randperm(n, generator=g, device=device)
-        for i in range(0, n - b + 1, b):
-            idx = perm[i:i + b]
-            x, y, d = aug(rgb[idx].to(device, non_blocking=True), semseg[idx].to(device, non_blocking=True),
-                          lut[codes[idx].to(device, non_blocking=True).long()], generator=g)
-            yield x, y, d
+
+    def batches():
+        while True:
+            perm = torch.randperm(n, generator=g, device=device)
+            for i in range(0, n - b + 1, b):
+                idx = perm[i:i + b]
+                x, y, d = aug(rgb[idx].to(device, non_blocking=True), semseg[idx].to(device, non_blocking=True),
+                              lut[codes[idx].to(device, non_blocking=True).long()], generator=g)
+                yield x, y, d
+
+    return batches(), resident
 
 
 def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
@@ -158,12 +191,15 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
 
     device = resolve_device(s.device)
     cfg = bench_config(model_name, arm, s, device)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(torch.device(device))  # cuda:N: allocations and readings on GPU N
     torch.manual_seed(cfg.seed)
     root = bench_dataset(s)
     model = build_model(cfg).to(device)
     criterion = MultiTaskLoss.from_config(cfg).to(device)
-    cuda = device.startswith("cuda")
-    if cfg.channels_last:
+    amp_dtype, channels_last = arm_precision(cfg, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if arm == "fast":  # the trainer's optimizer (fused on CUDA, multi-tensor elsewhere)
         from .optim import build_optimizer
@@ -173,21 +209,25 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
         params = list(model.parameters()) + list(criterion.parameters())
         opt = torch.optim.Adam(params, lr=cfg.optimizer_lr, weight_decay=cfg.optimizer_weight_decay)
     step_model = torch.compile(model) if cfg.compile else model
-    batches = _fast_batches(cfg, root, device) if arm == "fast" else _reference_batches(cfg, root, device)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    if arm == "fast":
+        batches, resident = _fast_batches(cfg, root, device)
+    else:
+        batches, resident = _reference_batches(cfg, root, device), 0
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     model.train()
 
     def step():
         x, y, d = next(batches)
-        if cfg.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         targets = {"semseg": y, "depth": d}
-        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None and cuda):
+        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
             out = step_model(x)
-            loss, _ = criterion(out, targets)
+        loss, _ = criterion({k: v.float() for k, v in out.items()}, targets)  # as the trainer does
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if arm == "reference":
             loss.item()  # the template logs every step: a host sync per step
         return loss
@@ -196,7 +236,7 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
         step()
     synchronize(device)
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(torch.device(device))
     t0 = time.perf_counter()
     for _ in range(s.steps):
         last = step()
@@ -204,17 +244,17 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
     elapsed = time.perf_counter() - t0
     result = {
         "model": model_name, "arm": arm, "device": device,
-        "device_name": torch.cuda.get_device_name() if cuda else "cpu",
+        "device_name": cuda_device_name(device) if cuda else "cpu",
         "images_per_s": s.steps * s.batch_size / elapsed,
         "step_ms": 1000 * elapsed / s.steps,
         "final_loss": float(last.detach()),
         "size": s.size, "batch_size": s.batch_size, "steps": s.steps,
-        "precision": cfg.precision, "channels_last": cfg.channels_last,
+        "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32"),
+        "channels_last": channels_last,
         "attention": cfg.attention_impl, "threads": torch.get_num_threads(),
     }
     if cuda:
-        result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-        result["memory_kind"] = "cuda max allocated"
+        result.update(cuda_step_memory(device, resident))
     else:
         del batches  # ends DataLoader workers so their peak RSS is counted
         import gc

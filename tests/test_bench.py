@@ -40,3 +40,41 @@ def test_cli_rejects_unknown_model():
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "cvaia", "bench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--batch_size" in proc.stdout
+
+
+def test_fast_arm_trains_like_cvaia_train():
+    """The fast arm takes the trainer's precision and memory format (the config defaults, which
+    resolve per device), not hard-coded bf16 + channels_last; the reference arm is fp32 NCHW."""
+    import torch
+
+    from cvaia.bench import arm_precision, bench_config
+    from cvaia.config import Config
+    from cvaia.train import autocast_dtype
+
+    s = BenchSettings()
+    fast, ref = bench_config("deeplabv3p", "fast", s, "cuda"), bench_config("deeplabv3p", "reference", s, "cuda")
+    defaults = Config()
+    assert (fast.precision, fast.channels_last) == (defaults.precision, defaults.channels_last)
+    assert (ref.precision, ref.channels_last, ref.attention_impl) == ("fp32", False, "explicit")
+    assert arm_precision(fast, "cuda") == (autocast_dtype(fast, torch.device("cuda")), defaults.channels_last)
+    assert arm_precision(ref, "cuda") == (None, False)
+    assert arm_precision(fast, "cpu") == (None, False)
+
+
+def test_cuda_n_names_and_measures_gpu_n(monkeypatch):
+    """``bench --device cuda:1`` reported GPU 0's name and memory (the current device's)."""
+    import torch
+
+    from cvaia.bench import cuda_device_name, cuda_step_memory
+
+    names, peaks = {0: "GPU zero", 1: "GPU one"}, {0: 7 * 2**30, 1: 3 * 2**30}
+
+    def index(device=None):
+        return 0 if device is None or torch.device(device).index is None else torch.device(device).index
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[index(device)])
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: peaks[index(device)])
+    assert cuda_device_name("cuda:1") == "GPU one"
+    mem = cuda_step_memory("cuda:1", resident_bytes=2**30)  # 1 GiB of preloaded data
+    assert mem["peak_memory_mb"] == 2048 and mem["data_memory_mb"] == 1024
+    assert "less the data set" in mem["memory_kind"]
