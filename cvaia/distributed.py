@@ -63,6 +63,18 @@ def setup_distributed(cfg: Config) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, initialised_here)
 
 
+def sync_batchnorm(model: torch.nn.Module, info: DistInfo, device: torch.device, enabled: bool) -> torch.nn.Module:
+    """``model`` with every BatchNorm replaced by :class:`torch.nn.SyncBatchNorm` when ``enabled``
+    and this is a multi-process job (the same parameters and buffers, the same state-dict keys;
+    batch statistics over the global batch); else ``model`` itself. SyncBatchNorm needs CUDA."""
+    if not (enabled and info.enabled):
+        return model
+    if device.type != "cuda":
+        raise ConfigError(f"--sync_batchnorm: SyncBatchNorm needs CUDA devices (nccl); this job runs on "
+                          f"{device.type}. Drop --sync_batchnorm or train on GPUs")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def teardown_distributed(info: DistInfo) -> None:
     """Leave the process group if :func:`setup_distributed` joined it."""
     if info.initialised_here:

@@ -235,3 +235,24 @@ def test_ddp_ranks_preload_only_their_shard(tiny_root):
     assert one.n == 8 and torch.equal(one.sources["rgb"], full.rgb)
     batches = [b for b, _ in ranks[1].batches(0)]
     assert len(batches) == 2 and batches[0].shape == (2, 3, 32, 32)
+
+
+def test_sync_batchnorm_under_ddp_on_cuda_only():
+    """--sync_batchnorm swaps every BatchNorm for SyncBatchNorm in a multi-process CUDA job (same
+    parameters, same state-dict keys: checkpoints stay interchangeable); one process keeps its
+    BatchNorms; a CPU (gloo) job gets a clear error."""
+    from cvaia.config import ConfigError, make_config
+    from cvaia.distributed import DistInfo, sync_batchnorm
+    from cvaia.models import build_model
+
+    model = build_model(make_config(model_name="deeplabv3p"))
+    keys, params = list(model.state_dict()), [id(p) for p in model.parameters()]
+    two = DistInfo(rank=0, world_size=2)
+    assert sync_batchnorm(model, DistInfo(), torch.device("cuda"), True) is model
+    assert sync_batchnorm(model, two, torch.device("cuda"), False) is model
+    synced = sync_batchnorm(model, two, torch.device("cuda", 0), True)
+    kinds = {type(m) for m in synced.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    assert list(synced.state_dict()) == keys and [id(p) for p in synced.parameters()] == params
+    with pytest.raises(ConfigError, match="--sync_batchnorm: SyncBatchNorm needs CUDA"):
+        sync_batchnorm(build_model(make_config()), two, torch.device("cpu"), True)
