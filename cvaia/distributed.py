@@ -94,6 +94,28 @@ def broadcast(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every process's ``obj``, in rank order, on every process (``[obj]`` in one process)."""
+    if not info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """``values`` summed element-wise over the processes (as floats)."""
+    if not info.enabled:
+        return [float(v) for v in values]
+    import torch.distributed as dist
+
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
 def all_reduce_mean_(tensors: list[torch.Tensor], info: DistInfo) -> None:
     """Average each tensor over the processes, in place."""
     if not info.enabled:

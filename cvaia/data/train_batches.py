@@ -177,6 +177,7 @@ class LoaderTrainData:
         self.dataset = ReferenceDataset(root, "train", cfg, train=True)
         self.tasks = cfg.tasks
         self.device = device
+        self.device_bytes = 0  # nothing preloaded on the device
         self.seed = cfg.seed
         self.rank, self.world_size = rank, world_size
         n = len(self.dataset)
