@@ -42,6 +42,9 @@ __all__ = ["Config", "ConfigError", "ENCODER_NAMES", "FIELD_NAMES", "MODEL_NAMES
            "config_from_args", "config_from_dict", "make_config"]
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 def _f(default, help: str, *, choices=None, hash: bool = True, factory=False):  # noqa: A002
     meta = {"help": help, "choices": choices, "hash": hash}
     if factory:
@@ -133,13 +136,18 @@ class Config:
     # ---- execution (ours) ----------------------------------------------------------------
     seed: int = _f(0, "random seed")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N | mps", hash=False)
-    precision: str = _f("fp32", "autocast precision on CUDA", choices=("fp32", "bf16", "fp16"))
-    channels_last: bool = _f(False, "channels_last memory format", hash=False)
+    precision: str = _f("auto", "autocast precision on CUDA: auto (bf16 where the GPU has it, else fp16 with a "
+                                "gradient scaler), fp32, bf16 or fp16; other devices train in fp32",
+                        choices=PRECISIONS)
+    channels_last: bool = _f(True, "channels_last memory format on CUDA (other devices: NCHW)", hash=False)
+    sync_batchnorm: bool = _f(False, "SyncBatchNorm across the processes of a multi-GPU (DDP) job",
+                              hash="nondefault")
     compile: bool = _f(False, "torch.compile the model", hash=False)
     data_path: str = _f("auto", "auto: preload decoded tensors when they fit, else a DataLoader",
                         choices=("auto", "preload", "loader"), hash=False)
     workers: int = _f(2, "DataLoader workers (loader data path)", hash=False)
-    workers_validation: int = _f(2, "threads decoding validation images (loader data path)", hash=False)
+    workers_validation: int = _f(2, "threads decoding the validation images of each batch (loader data path)",
+                                 hash=False)
     log_every: int = _f(10, "log the training loss every N steps", hash=False)
     quiet: bool = _f(False, "no progress bars", hash=False)
 
@@ -220,13 +228,21 @@ class Config:
         return self
 
     # ---- derived -------------------------------------------------------------------------
+    def precision_on(self, device) -> str:
+        """The precision training on ``device`` (a ``torch.device`` or a ``--device`` string)
+        uses: :func:`resolve_precision` of ``precision`` and ``optimizer_float_16``."""
+        kind, bf16 = _device_target(device)
+        return resolve_precision(self.precision, self.optimizer_float_16, kind, bf16)
+
     @property
     def effective_precision(self) -> str:
-        """The autocast precision training uses: ``precision``, except that the course flag
-        ``optimizer_float_16`` turns the default fp32 into fp16 (``validate`` leaves both as given)."""
-        if self.optimizer_float_16 and self.precision == "fp32":
-            return "fp16"
-        return self.precision
+        """:meth:`precision_on` the device this config trains on here (``--device``; ``auto``:
+        CUDA when present). Part of the run hash: fp32 on a CPU whatever ``precision`` says."""
+        return self.precision_on(self.device)
+
+    def channels_last_on(self, device) -> bool:
+        """Whether training on ``device`` uses channels_last (``channels_last``, on CUDA only)."""
+        return bool(self.channels_last) and _device_target(device)[0] == "cuda"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -244,9 +260,15 @@ class Config:
         d = {f.name: values[f.name] for f in fields(self)
              if f.metadata.get("hash", True) is True
              or (f.metadata.get("hash") == "nondefault" and getattr(self, f.name) != _DEFAULTS[f.name])}
-        # The precision that is used: a config with optimizer_float_16 is the same run whether
-        # its precision field reads fp32 (as given) or fp16 (as older versions rewrote it).
+        # The precision that is used (fp32 on a CPU, whatever the field says; on CUDA bf16 or
+        # fp16): a CPU run labelled bf16 is never served to a GPU request, and one precision is
+        # one run whichever fields asked for it (optimizer_float_16 is folded into it).
+        # Older versions hashed the requested precision, so an old CPU folder "in fp16" (really
+        # fp32) has the hash of {"precision": "fp16"}: autocast runs add a key no old hash had.
         d["precision"] = self.effective_precision
+        d["optimizer_float_16"] = False
+        if d["precision"] != "fp32":
+            d["autocast"] = d["precision"]
         from . import paths
 
         if not self.dataset_root:
@@ -280,6 +302,42 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(Config))
+
+
+def resolve_precision(precision: str, optimizer_float_16: bool, device_type: str, bf16_supported: bool) -> str:
+    """The autocast precision of training: ``fp32`` off CUDA (autocast runs on CUDA only); on
+    CUDA the course flag ``optimizer_float_16`` means fp16 unless bf16 is asked for, and
+    ``auto`` means bf16 where the GPU supports it, else fp16 (with a gradient scaler)."""
+    if device_type != "cuda":
+        return "fp32"
+    if optimizer_float_16 and precision in ("auto", "fp32"):
+        return "fp16"
+    if precision == "auto":
+        return "bf16" if bf16_supported else "fp16"
+    return precision
+
+
+def _device_target(device) -> tuple[str, bool]:
+    """``(device type, bf16 supported)`` of a ``torch.device`` or ``--device`` string, here.
+
+    ``auto`` is CUDA when torch sees a GPU. bf16 needs compute capability 8.0 (Ampere) or
+    newer; a CUDA device named on a machine without one (a login node hashing a GPU job's
+    config) is assumed to have it.
+    """
+    import torch
+
+    spec = str(device).strip().lower()
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if not spec.startswith("cuda"):
+        return spec.split(":")[0], False
+    if not torch.cuda.is_available():
+        return "cuda", True
+    try:
+        index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
+        return "cuda", torch.cuda.get_device_capability(index) >= (8, 0)
+    except (ValueError, RuntimeError, AssertionError):  # no such GPU: --device reports it when training
+        return "cuda", True
 #: Smallest image side (and crop) the models take: the encoder's output stride.
 MIN_IMAGE_SIZE = 32
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,12 +90,13 @@ def _batches(n: int, batch_size: int, rank: int, world_size: int) -> list[list[i
     return [mine[s:s + batch_size] for s in range(0, len(mine), batch_size)]
 
 
-def _read_batch(source, idx: Sequence[int]):
-    """uint8 tensors (rgb B×3×H×W, semseg B×H×W or None, depth codes B×H×W or None)."""
+def _read_batch(source, idx: Sequence[int], pool: ThreadPoolExecutor | None = None):
+    """uint8 tensors (rgb B×3×H×W, semseg B×H×W or None, depth codes B×H×W or None); a
+    per-sample source is decoded by ``pool``'s threads when given (PIL releases the GIL)."""
     if isinstance(source, SplitTensors):
         ix = torch.as_tensor(idx)
         return tuple(t[ix] if t is not None else None for t in (source.rgb, source.semseg, source.depth_codes))
-    raws = [source.read_raw(i) for i in idx]
+    raws = list(pool.map(source.read_raw, idx)) if pool is not None else [source.read_raw(i) for i in idx]
     rgb = torch.from_numpy(np.stack([r["rgb"] for r in raws])).permute(0, 3, 1, 2)
     sem = torch.from_numpy(np.stack([r["semseg"] for r in raws])) if "semseg" in raws[0] else None
     dep = torch.from_numpy(np.stack([r["depth_codes"] for r in raws])) if "depth_codes" in raws[0] else None
@@ -106,7 +108,7 @@ def evaluate(model: torch.nn.Module, source: SplitTensors | MiniscapesSplit | st
              batch_size: int = 8, max_images: int = 0, tta_flip: bool = False,
              autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
              rank: int = 0, world_size: int = 1, keep_per_image: bool = False,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, workers: int = 0) -> EvalResult:
     """Evaluate ``model`` on a labelled split with the grader's metrics.
 
     ``source``: preloaded :class:`SplitTensors`, a :class:`MiniscapesSplit` (read per batch),
@@ -114,7 +116,8 @@ def evaluate(model: torch.nn.Module, source: SplitTensors | MiniscapesSplit | st
     default to ``model.tasks``. Returns an :class:`EvalResult` whose ``metrics`` hold
     ``miou pixel_acc per_class_iou si_log_rmse abs_rel rmse delta1 delta2 delta3 score``
     (NaN for a task that is not evaluated; ``score`` is the grader's multitask score and is
-    NaN unless both tasks are evaluated).
+    NaN unless both tasks are evaluated). ``workers`` > 1 threads decode a per-sample source's
+    images (the course's ``--workers_validation``).
     """
     device = torch.device(device)
     if isinstance(source, (str, os.PathLike, Path)):
@@ -136,9 +139,10 @@ def evaluate(model: torch.nn.Module, source: SplitTensors | MiniscapesSplit | st
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
+    pool = ThreadPoolExecutor(workers) if workers > 1 and not isinstance(source, SplitTensors) else None
     try:
         for idx in batches:
-            rgb_u8, sem_u8, dep_u8 = _read_batch(source, idx)
+            rgb_u8, sem_u8, dep_u8 = _read_batch(source, idx, pool)
             rgb_u8 = rgb_u8.to(device, non_blocking=True)
             sem_u8 = sem_u8.to(device, non_blocking=True) if (do_sem and sem_u8 is not None) else None
             dep_u8 = dep_u8.to(device, non_blocking=True) if (do_dep and dep_u8 is not None) else None
@@ -151,6 +155,8 @@ def evaluate(model: torch.nn.Module, source: SplitTensors | MiniscapesSplit | st
                 dm.update(out["depth"], dep)
     finally:
         model.train(was_training)
+        if pool is not None:
+            pool.shutdown()
 
     # Sum the state over processes (no-op without torch.distributed).
     if cm is not None:

@@ -6,7 +6,9 @@ A predictions folder holds, for every image ``i`` of a split::
     <dir>/depth/<i>.png    quantised disparity codes (mode L, see cvaia.data.encoding)
 
 :func:`score_predictions` grades such a folder against a split's ground truth with the
-grader's semantics (:mod:`cvaia.metrics`); :func:`export_predictions` writes one from a model.
+grader's semantics (:mod:`cvaia.metrics`); :func:`export_predictions` writes one from a model;
+:func:`pack_submission` packs one as the archive the course grader takes (a zip holding
+``semseg/<i>.png`` and ``depth/<i>.png``).
 ``python -m cvaia score --dataset_root ROOT --split val --predictions DIR [--json]`` prints it.
 
 Only the task folders that exist in the predictions are scored; a missing task's part of the
@@ -308,6 +310,11 @@ def export_predictions(model, dataset_root: str | os.PathLike, split: str, out_d
         raise GraderError(f"export_predictions: batch_size must be positive, got {batch_size}")
     data = MiniscapesSplit(dataset_root, split)
     out_dir = Path(out_dir)
+    blocker = next((p for p in [out_dir, *(out_dir / t for t in TASKS), *out_dir.parents]
+                    if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise GraderError(f"{out_dir}: cannot hold the predictions: {blocker} is a file, not a folder; "
+                          f"choose a folder (it is created if missing)")
     existing = [out_dir / t for t in TASKS if _has_predictions(out_dir / t)]
     if existing and not overwrite:
         raise GraderError(f"{out_dir}: already holds predictions in {', '.join(p.name + '/' for p in existing)}; "
@@ -354,3 +361,24 @@ def export_predictions(model, dataset_root: str | os.PathLike, split: str, out_d
     finally:
         model.train(was_training)
     return out_dir
+
+
+def pack_submission(pred_dir: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Pack a predictions folder (:func:`export_predictions`) as the grader's archive: a zip
+    of ``semseg/<i>.png`` and ``depth/<i>.png`` (the task folders present), written atomically.
+    Returns ``archive``."""
+    import zipfile
+
+    from .utils import atomic_open
+
+    pred_dir, archive = Path(pred_dir), Path(archive)
+    tasks = [t for t in TASKS if _has_predictions(pred_dir / t)]
+    if not tasks:
+        raise GraderError(f"{pred_dir}: no predictions to pack (expected semseg/<i>.png and/or depth/<i>.png)")
+    with atomic_open(archive) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as z:
+        for t in tasks:
+            names = sorted((e.name for e in os.scandir(pred_dir / t) if e.name.endswith(".png")),
+                           key=lambda n: int(n[:-4]) if n[:-4].isdigit() else -1)
+            for name in names:
+                z.write(pred_dir / t / name, f"{t}/{name}")
+    return archive

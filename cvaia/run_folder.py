@@ -8,8 +8,10 @@ change results).
 Contents of a run folder (every file written atomically)::
 
     config.json         {"config": cfg.to_dict(), "config_hash", "run_label", "dataset_root",
-                         "dataset_meta" (the root's meta.json or null), "versions", "device",
-                         "world_size", "created", "resumed"}
+                         "dataset_meta" (the root's meta.json or null), "dataset_identity"
+                         (:func:`cvaia.data.miniscapes.data_identity`), "encoder_weights" (the
+                         starting weights actually used), "effective_batch_size", "versions",
+                         "device", "world_size", "created", "resumed"}
     steps.csv           step, epoch, loss, loss_<task>..., lr, weight_<task>...  (every log_every steps)
     epochs.csv          one row per epoch: metrics, lr, train loss, times, images/s, memory, power
     metrics.json        {"epochs": [row + per_class_iou, ...], "best_epoch", "best_key"}
@@ -21,7 +23,10 @@ Contents of a run folder (every file written atomically)::
     done.json           {"final": {...}, "best": {...}, "summary": {...}} — the run is finished
     diverged.json       {"message", "step"} — training stopped on a NaN/inf loss (asking for the
                         run again raises TrainingDiverged at once; force=True retrains)
-    .lock               fcntl lock held while a process trains the run
+    .lock               fcntl lock held while a process trains the run (reading a finished
+                        run never takes it: a read-only store can be read)
+    submission.zip      with ``prepare_submission``: the test split's predictions (best.pt) in
+                        the course grader's archive layout (``semseg/<i>.png``, ``depth/<i>.png``)
 
 A folder set aside by ``force`` is renamed ``<dir>.old-<timestamp>`` (never deleted).
 
@@ -64,6 +69,8 @@ DONE_FILE = "done.json"
 #: Marker file of a run that diverged: asking for the run again raises at once (no retraining).
 DIVERGED_FILE = "diverged.json"
 LOCK_FILE = ".lock"
+SUBMISSION_DIR = "submission"
+SUBMISSION_FILE = "submission.zip"
 #: Infix of a folder set aside by ``force``: ``<dir>.old-<timestamp>``.
 OLD_INFIX = ".old-"
 
@@ -101,11 +108,55 @@ def step_columns(tasks: Sequence[str]) -> list[str]:
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+    """The training loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
     def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
         self.step = step
+
+
+class RunStoreError(OSError):
+    """The run store cannot be written (a file in the way, no space left, read-only); the
+    message names the store, how to point elsewhere and which checkpoint is intact."""
+
+
+#: The settings that choose the run store, for messages.
+STORE_SETTING = "CVAIA_RUNS_DIR / --log_dir"
+
+
+def store_error(exc: OSError, run_dir: Path, store: Path | None = None) -> RunStoreError:
+    """``exc`` (raised while writing ``run_dir``) as a :class:`RunStoreError` saying what to do."""
+    import errno
+
+    run_dir = Path(run_dir)
+    store = Path(store) if store is not None else run_dir.parent
+    where = exc.filename or run_dir
+    if exc.errno == errno.ENOSPC:
+        what = f"no space left on the device of the run store {store} (writing {where})"
+    elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        what = f"the run store {store} is not writable ({exc.strerror}: {where})"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST) or isinstance(exc, (NotADirectoryError, FileExistsError)):
+        blocker = next((p for p in [store, *store.parents] if p.exists() and not p.is_dir()), where)
+        what = f"the run store {store} cannot be a folder: {blocker} is a regular file in the way"
+    else:
+        what = f"the run store {store} failed: {exc.strerror or exc} ({where})"
+    last = checkpoint_path(run_dir, "last")
+    if last.is_file():
+        kept = (f"the checkpoint {last} is intact (written atomically, never replaced by a failed write): "
+                f"rerun the same command to resume from it once the store works")
+    else:
+        kept = "no checkpoint of this run was written yet"
+    return RunStoreError(exc.errno, f"{what}; {kept}. Free space / fix the folder, or point "
+                                    f"{STORE_SETTING} elsewhere", str(where))
+
+
+def in_store(exc: BaseException, store: Path) -> bool:
+    """Whether the ``OSError`` ``exc`` concerns a path inside (or above) the run store."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, OSError) or name is None:
+        return False
+    path, store = Path(os.fsdecode(name)).absolute(), Path(store).absolute()
+    return path == store or store in path.parents or path in store.parents
 
 
 def _now() -> str:
@@ -219,7 +270,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def dataset_identity(root: Path) -> dict | None:
+def dataset_meta(root: Path) -> dict | None:
     """The data set's ``meta.json`` (its generator settings), or None."""
     meta = root / "meta.json"
     if meta.is_file():
@@ -230,22 +281,67 @@ def dataset_identity(root: Path) -> dict | None:
     return None
 
 
+#: Older name of :func:`dataset_meta`.
+dataset_identity = dataset_meta
+
+
+def data_mismatch(run_dir: str | os.PathLike, root: Path) -> str | None:
+    """Why the run in ``run_dir`` was trained on other data than ``root`` holds now (None: same).
+
+    Compares the ``dataset_identity`` recorded in ``config.json`` (for runs of older versions:
+    their ``dataset_meta``) with the data now; a run that recorded neither is taken as is.
+    """
+    from .data.miniscapes import data_identity, identity_difference
+
+    meta = read_optional_json(Path(run_dir) / CONFIG_FILE, {})
+    then = meta.get("dataset_identity")
+    if then is not None:
+        diff = identity_difference(then, data_identity(root))
+    elif meta.get("dataset_meta") is not None:
+        now = dataset_meta(root)
+        diff = None if now == meta["dataset_meta"] else "its meta.json differs (the set was regenerated)"
+    else:
+        return None
+    return None if diff is None else f"the data under {root} changed since the run was trained: {diff}"
+
+
+def weights_record(cfg: Config) -> dict[str, Any]:
+    """Which starting weights the encoder of ``cfg`` uses: name, file and content hash."""
+    from .weights import weights_file, weights_identity
+
+    path = weights_file(cfg.pretrained, cfg.model_encoder_name)
+    record = {"pretrained": cfg.pretrained, "file": str(path) if path is not None else None,
+              "identity": weights_identity(cfg.pretrained, cfg.model_encoder_name)}
+    if cfg.pretrained == "synthetic":
+        record["note"] = ("the shipped synthetic-pretrained encoder (cvaia pretrain), the offline stand-in "
+                          "for ImageNet weights")
+    return record
+
+
 def run_metadata(cfg: Config, root: Path, device, world_size: int, data_path: str) -> dict:
     """The content of a new run's ``config.json``."""
     import torch
     import torchvision
+
+    from .data.miniscapes import data_identity
 
     return {
         "config": cfg.to_dict(),
         "config_hash": cfg.config_hash(),
         "run_label": cfg.run_label(),
         "dataset_root": str(root),
-        "dataset_meta": dataset_identity(root),
+        "dataset_meta": dataset_meta(root),
+        "dataset_identity": data_identity(root),
+        "encoder_weights": weights_record(cfg),
+        "effective_batch_size": cfg.batch_size * cfg.accumulate_grad_batches * world_size,
         "versions": {"cvaia": __version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "precision": cfg.precision_on(device),  # what autocast used (fp32 off CUDA)
+        "channels_last": cfg.channels_last_on(device),
         "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),  # CPU results depend on it (reduction order)
         "data_path": data_path,
         "created": _now(),
         "resumed": [],
@@ -274,9 +370,30 @@ def write_logs(run_dir: Path, tasks: Sequence[str], step_rows: list[dict], epoch
                       {"epochs": epoch_metrics, "best_epoch": best_epoch, "best_key": best_key})
 
 
+def non_finite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or inf."""
+    import torch
+
+    names = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not names:
+        return []
+    finite = torch.stack([torch.isfinite(state[k]).all() for k in names]).cpu()  # one sync
+    return [k for k, ok in zip(names, finite.tolist(), strict=True) if not ok]
+
+
 def save_checkpoint(run_dir: Path, checkpoint: dict, is_best: bool, confusion=None) -> None:
     """``last.pt`` and, for a best epoch, ``best.pt`` (+ ``confusion.npy``) first: if killed in
-    between, the resumed run repeats this epoch. A best ``last.pt`` is a link to ``best.pt``."""
+    between, the resumed run repeats this epoch. A best ``last.pt`` is a link to ``best.pt``.
+
+    A checkpoint whose model holds NaN/inf weights is never written: :class:`TrainingDiverged`
+    (the checkpoints already there stay as they are).
+    """
+    bad = non_finite_tensors(checkpoint["model"])
+    if bad:
+        raise TrainingDiverged(
+            f"training diverged: {len(bad)} weight tensor(s) of run {Path(run_dir).name} became NaN/inf "
+            f"(e.g. {bad[0]}) by step {checkpoint.get('step')}; the checkpoint was not written, the last good "
+            f"one is kept. Try a lower --optimizer_lr or --grad_clip", step=checkpoint.get("step"))
     best, last = checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last")
     if is_best:
         if confusion is not None:
@@ -348,9 +465,10 @@ def slim_checkpoints(run_dir: Path) -> None:
 
 
 # ---- claiming a folder -------------------------------------------------------------------------
-def lock(run_dir: Path) -> FileLock:
-    """The run's lock, acquired (blocks while another process trains the run)."""
-    return FileLock(run_dir / LOCK_FILE).acquire()
+def lock(run_dir: Path, on_wait: Callable[[str], None] | None = None) -> FileLock:
+    """The run's lock, acquired (blocks while another process trains the run; ``on_wait`` is
+    told who holds it before waiting)."""
+    return FileLock(run_dir / LOCK_FILE, on_wait=on_wait).acquire()
 
 
 def move_aside(path: Path) -> Path:
@@ -366,11 +484,13 @@ def move_aside(path: Path) -> Path:
 
 
 def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: FileLock,
-            log: Callable[[str], None]) -> tuple[str, FileLock]:
+            log: Callable[[str], None], data_root: Path | None = None) -> tuple[str, FileLock]:
     """Decide (under the lock ``held``) what to do: ``done``, ``diverged``, ``resume`` or ``fresh``.
 
-    Moves an old folder aside when ``force`` (finished or diverged run) or when ``resume`` is
-    False (unfinished run). Returns the decision and the lock now held (a new one after a move).
+    Moves an old folder aside when ``force`` (finished or diverged run), when ``resume`` is
+    False (unfinished run), or when the run was trained on other data than ``data_root``
+    holds now (:func:`data_mismatch`: it is retrained). Returns the decision and the lock now
+    held (a new one after a move).
     """
     cfg_file = run_dir / CONFIG_FILE
     if cfg_file.is_file():
@@ -378,6 +498,10 @@ def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: Fi
         if stored is not None and stored != config_hash:
             raise ConfigError(f"{run_dir}: holds a run of another configuration (hash {stored}, "
                               f"this one {config_hash}); choose another folder")
+        changed = data_mismatch(run_dir, data_root) if data_root is not None else None
+        if changed and not force:
+            log(f"{run_dir.name}: {changed}; retraining it")
+            force = True
     if is_finished(run_dir) and not force:
         return "done", held
     if has_diverged(run_dir) and not force and resume:
@@ -393,3 +517,141 @@ def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: Fi
     if checkpoint_path(run_dir, "last").is_file():
         return "resume", held
     return "fresh", held
+
+
+def remove_stub(run_dir: Path) -> bool:
+    """Remove the folder of an attempt that failed before writing anything a rerun could use (no
+    checkpoint, not finished, no divergence record); True when it was removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if checkpoint_path(run_dir, "last").exists() or is_finished(run_dir) or has_diverged(run_dir):
+        return False
+    try:
+        shutil.rmtree(run_dir)
+    except OSError:
+        return False
+    return True
+
+
+#: What a checkpoint needs to be resumed from (a finished run's slim checkpoints lack most).
+RESUME_KEYS = ("model", "optimizer", "scheduler", "loss", "rng", "epoch", "step", "config")
+
+
+def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, decision: str,
+                     log: Callable[[str], None]) -> str:
+    """The course's ``--resume PATH``: continue the run of ``cfg`` from the checkpoint ``source``
+    (a ``.pt`` file, or a run folder: its ``checkpoints/last.pt``).
+
+    The checkpoint must be a resumable one (with optimizer state) of this same configuration —
+    resuming continues that run; a :class:`ConfigError` says what differs otherwise (start a new
+    run from its weights with ``--pretrained PATH``). When ``run_dir`` already holds a checkpoint
+    at least as far, that one is kept. Otherwise the checkpoint (with the ``best.pt``, logs and
+    ``config.json`` of its run folder, when it has them) is copied into ``run_dir``. Returns the
+    new decision (``"resume"``).
+    """
+    import torch
+
+    from .config import make_config
+
+    given = Path(source).expanduser()
+    src = checkpoint_path(given, "last") if given.is_dir() else given
+    if not src.is_file():
+        raise ConfigError(f"--resume {source}: no checkpoint there (expected a .pt file, or a run folder with "
+                          f"{CHECKPOINT_DIR}/last.pt)")
+    try:
+        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"--resume {source}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in RESUME_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(RESUME_KEYS)
+    if missing:
+        why = "a finished run keeps only its weights" if isinstance(ckpt, dict) and ckpt.get("slim") else \
+            f"it lacks {', '.join(missing)}"
+        raise ConfigError(f"--resume {source}: not a checkpoint to resume from ({why}); --pretrained {src} "
+                          f"starts a new run from its weights")
+    stored = make_config(None, **ckpt["config"])
+    if stored.config_hash() != cfg.config_hash():
+        a, b = stored.hash_dict(), cfg.hash_dict()
+        diff = [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise ConfigError(f"--resume {source}: a checkpoint of another configuration (it differs in "
+                          f"{'; '.join(diff)}); resuming continues the same run, so give its flags — or "
+                          f"--pretrained {src} to start a new run from its weights")
+    bad = non_finite_tensors(ckpt["model"])
+    if bad:
+        raise ConfigError(f"--resume {source}: its weights hold NaN/inf ({bad[0]}, ...): nothing to resume from")
+    own = checkpoint_path(run_dir, "last")
+    if own.is_file() and os.path.samefile(own, src):
+        return "resume"
+    if decision == "resume":
+        own_step = torch.load(own, map_location="cpu", weights_only=False).get("step", -1)
+        if own_step >= int(ckpt["step"]):
+            log(f"--resume {source}: the run's own checkpoint {own} is as far or further (step {own_step} >= "
+                f"{ckpt['step']}); resuming from that one")
+            return "resume"
+    src_run = src.parent.parent
+    if is_run_folder(src_run) and src_run.resolve() != Path(run_dir).resolve():
+        for name in (CONFIG_FILE, STEPS_FILE, EPOCHS_FILE, METRICS_FILE, CONFUSION_FILE):
+            if (src_run / name).is_file():
+                atomic_link_or_copy(src_run / name, Path(run_dir) / name)
+        best = checkpoint_path(src_run, "best")
+        if best.is_file() and src.name == "last.pt":
+            checkpoint_path(run_dir, "best").parent.mkdir(parents=True, exist_ok=True)
+            atomic_link_or_copy(best, checkpoint_path(run_dir, "best"))
+    own.parent.mkdir(parents=True, exist_ok=True)
+    atomic_link_or_copy(src, own)
+    if is_run_folder(run_dir):
+        meta = read_json(Path(run_dir) / CONFIG_FILE)
+        meta.setdefault("resumed_from", []).append({"checkpoint": str(src.resolve()), "epoch": int(ckpt["epoch"]),
+                                                    "step": int(ckpt["step"]), "time": _now()})
+        atomic_write_json(Path(run_dir) / CONFIG_FILE, meta)
+    log(f"--resume {source}: continuing {Path(run_dir).name} from epoch {ckpt['epoch']} (step {ckpt['step']})")
+    return "resume"
+
+
+# ---- the trained model -------------------------------------------------------------------------
+def load_model(run_dir: str | os.PathLike, which: str = "best", device="cpu"):
+    """The trained model of the run in ``run_dir`` from checkpoint ``which``, in eval mode.
+
+    Refused with :class:`TrainingDiverged` when the run diverged (``diverged.json``) or the
+    checkpoint holds NaN/inf weights (written by an older version): such a run is no trained
+    model to predict with.
+    """
+    import torch
+
+    from .config import config_from_dict
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    info = read_divergence(run_dir)
+    if info is not None:
+        raise TrainingDiverged(f"run {run_dir.name} diverged ({info.get('message', 'NaN/inf')}); it is no trained "
+                               f"model to load or predict with: retrain it with force=True / --force (e.g. with a "
+                               f"lower --optimizer_lr)", step=info.get("step"))
+    path = checkpoint_path(run_dir, which)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    bad = non_finite_tensors(ckpt["model"])
+    if bad:
+        raise TrainingDiverged(f"{path}: {len(bad)} weight tensor(s) hold NaN/inf (e.g. {bad[0]}): the run "
+                               f"diverged; retrain it with force=True / --force")
+    cfg = config_from_dict(read_json(run_dir / CONFIG_FILE)["config"])
+    # The weights come from the checkpoint: never fetch or read pretrained ones here.
+    model = build_model(cfg.replace(pretrained="random"))
+    model.load_state_dict(ckpt["model"])
+    return model.to(torch.device(device)).eval()
+
+
+def prepare_submission(run_dir: str | os.PathLike, device="cpu", batch_size: int | None = None,
+                       split: str = "test", progress: bool = False) -> Path:
+    """The course grader's archive ``<run>/submission.zip``: predictions of the best checkpoint
+    for ``split`` of the run's data set, written to ``<run>/submission/`` (rewritten each time)
+    and packed by :func:`cvaia.grader.pack_submission`."""
+    from .config import config_from_dict
+    from .grader import export_predictions, pack_submission
+
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / CONFIG_FILE)
+    cfg = config_from_dict(meta["config"])
+    out = run_dir / SUBMISSION_DIR
+    export_predictions(load_model(run_dir, "best", device), meta["dataset_root"], split, out, device=device,
+                       batch_size=batch_size or cfg.batch_size_validation, progress=progress, overwrite=True)
+    return pack_submission(out, run_dir / SUBMISSION_FILE)

@@ -166,17 +166,15 @@ class Run:
         return torch.load(path, map_location=device, weights_only=False)
 
     def load_model(self, which: str = "best", device="cpu"):
-        """The trained model from checkpoint ``which`` ("best" or "last"), in eval mode."""
-        import torch
+        """The trained model from checkpoint ``which`` ("best" or "last"), in eval mode.
 
-        from .models import build_model
-
-        ckpt = self.load_checkpoint(which, device="cpu")
-        # The weights come from the checkpoint: never fetch or read pretrained ones here.
-        cfg = self.config.replace(pretrained="random")
-        model = build_model(cfg)
-        model.load_state_dict(ckpt["model"])
-        return model.to(torch.device(device)).eval()
+        A run whose training diverged, or a checkpoint holding NaN/inf weights (written by an
+        older version), is refused with :class:`~cvaia.run_folder.TrainingDiverged`
+        (:func:`cvaia.run_folder.load_model`).
+        """
+        if not self.checkpoint_path(which).is_file() and self.diverged is None:
+            raise RunNotFoundError(f"{self.checkpoint_path(which)}: checkpoint not found (has the run finished an epoch?)")
+        return rf.load_model(self.path, which, device)
 
     def predict(self, rgb, which: str = "best", device="cpu", tta_flip: bool = False) -> dict[str, np.ndarray]:
         """Predict a batch of images with the run's model (cached per checkpoint and device).
@@ -202,6 +200,11 @@ class Run:
             result["depth"] = out["depth"][:, 0].float().cpu().numpy()
         return result
 
+    def prepare_submission(self, device="cpu", batch_size: int | None = None, split: str = "test",
+                           progress: bool = False) -> Path:
+        """The course grader's archive ``<run>/submission.zip`` (:func:`cvaia.run_folder.prepare_submission`)."""
+        return rf.prepare_submission(self.path, device, batch_size, split, progress)
+
     def __repr__(self) -> str:
         state = "done" if self.is_done else "unfinished"
         return f"Run({str(self.path)!r}, {state})"
@@ -223,6 +226,11 @@ def _check_dataset(run: Run, cfg: Config) -> None:
                       f"(set --dataset_root explicitly, or force=True to retrain)", stacklevel=3)
 
 
+def _data_changed(path: Path, cfg: Config) -> str | None:
+    """Why the finished run in ``path`` does not fit the data ``cfg`` names now (None: it does)."""
+    return rf.data_mismatch(path, paths.resolve_dataset_root(cfg.dataset_root))
+
+
 def get_run(cfg: Config, train: bool = True, force: bool = False,
             progress: bool | Callable[[dict], None] | None = None) -> Run:
     """The run of ``cfg``: loaded when finished, otherwise trained (or resumed) first.
@@ -231,6 +239,9 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
       else raise :class:`RunNotFoundError`.
     - ``force=True``: retrain a finished (or diverged) run; the old folder is moved aside to
       ``<dir>.old-<timestamp>`` (never deleted).
+    - A run trained on other data than the data set now holds (its recorded identity,
+      :func:`cvaia.data.miniscapes.data_identity`, differs) is not served: it is retrained (the
+      old folder moved aside); with ``train=False`` :class:`RunNotFoundError` says why.
     - A run whose loss became NaN/inf raised :class:`~cvaia.run_folder.TrainingDiverged`; that is
       recorded (``diverged.json``) and asking again raises it at once, without retraining.
     - ``progress``: None → progress bars unless ``cfg.quiet``; False/True → off/on; a callable
@@ -243,13 +254,17 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
         raise TypeError(f"get_run: expected a cvaia.config.Config, got {type(cfg).__name__}")
     cfg = make_config(cfg)
     path = run_dir_for(cfg)
-    if not force and is_finished(path):
+    changed = _data_changed(path, cfg) if rf.is_run_folder(path) else None
+    if not force and is_finished(path) and changed is None:
         run = Run(path)
         _check_dataset(run, cfg)
         return run
-    if not force and rf.has_diverged(path):
+    if not force and rf.has_diverged(path) and changed is None:
         raise rf.stored_divergence(path)
     if not train:
+        if changed:
+            raise RunNotFoundError(f"{path}: not served: {changed} (call with train=True to retrain it; the "
+                                   f"old run is kept as <dir>.old-<timestamp>)")
         if rf.is_run_folder(path) and not force:
             return Run(path)
         raise RunNotFoundError(f"no finished run for this configuration at {path} (call with train=True)")

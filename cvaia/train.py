@@ -1,25 +1,35 @@
 """The training engine: one configuration in, one finished run folder out.
 
 :func:`train` trains ``cfg`` into its run folder (layout: :mod:`cvaia.run_folder`), evaluating
-on the validation split after every epoch. A killed run resumes from ``checkpoints/last.pt``
-to exactly the results of an uninterrupted one (all random state is restored or re-derived per
-epoch from the seed); a finished run is returned at once (``force=True`` retrains it, the old
+on the validation split after every epoch. A killed run resumes from ``checkpoints/last.pt`` at
+the saved step with the same data order, augmentation and RNG streams (each rank's state is
+saved); on a CPU it ends exactly like an uninterrupted run, on CUDA not bitwise (cuDNN autotuning
+and atomics in backward kernels; README "Resuming"); a finished run is returned at once (``force=True`` retrains it, the old
 folder moved aside); ``<run>/.lock`` makes two processes asking for one run train it once; a
-NaN/inf loss stops with :class:`~cvaia.run_folder.TrainingDiverged` naming the step, keeping
-the last good checkpoint.
+NaN/inf loss or NaN/inf weights stop with :class:`~cvaia.run_folder.TrainingDiverged` naming
+the step, keeping the last good checkpoint (a non-finite one is never written). A finished run
+is read without its lock (a read-only store serves it); one trained on data that changed since
+is retrained; an unwritable store raises :class:`~cvaia.run_folder.RunStoreError`; an attempt
+that fails before its first checkpoint leaves no folder. Course options: gradient accumulation
+(the step counter counts optimizer steps), TensorBoard image grids (:mod:`cvaia.visualize`),
+``prepare_submission`` and ``resume_from`` (``--resume PATH``).
 
 An epoch reads like torchvision's reference script: :meth:`_Trainer.train_one_epoch`, an
 evaluate call, one results row, the folder write. Batches come from
 :mod:`cvaia.data.train_batches`, optimizer and schedule from :mod:`cvaia.optim`, process
 groups from :mod:`cvaia.distributed` (``torchrun --nproc_per_node N -m cvaia train ...``: every
-process takes every N-th sample of the same permutation, evaluation is sharded likewise, rank 0
-writes the run). Losses stay on the device between ``log_every`` read-backs. On CUDA:
-bf16/fp16 autocast (fp16 with a gradient scaler), channels_last, ``torch.compile``,
-``cudnn.benchmark`` and fused Adam.
+process holds its shard of the training split and shuffles it each epoch, evaluation is sharded
+likewise, rank 0 writes the run; ``--sync_batchnorm``). Losses stay on the device between
+``log_every`` read-backs. On CUDA, by default: ``--precision auto`` (bf16 autocast where the GPU
+has it, else fp16 with a gradient scaler), channels_last, ``cudnn.benchmark`` and fused Adam;
+``torch.compile`` on request. The run records the precision and memory format it used; peak
+memory is that of each epoch's training steps, less the training data preloaded on the GPU;
+power is summed over the job's GPUs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -33,15 +43,19 @@ import torch.nn as nn
 
 from . import paths
 from . import run_folder as rf
-from .config import Config, ConfigError, make_config
+from .config import MIN_IMAGE_SIZE, Config, ConfigError, make_config
+from .data.miniscapes import check_image_size
 from .data.train_batches import choose_data_path, training_data
 from .distributed import (
     DistInfo,
     all_reduce_max,
     all_reduce_mean_,
+    all_reduce_sum,
     barrier,
     broadcast,
+    gather_objects,
     setup_distributed,
+    sync_batchnorm,
     teardown_distributed,
 )
 from .optim import build_optimizer, build_scheduler
@@ -56,6 +70,7 @@ from .utils import (
     select_device,
     set_rng_state,
 )
+from .visualize import Observer
 
 #: Epoch results shown in TensorBoard (``epoch/<key>``).
 TB_EPOCH_KEYS = ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score", "train_loss",
@@ -72,10 +87,30 @@ class TrainResult(NamedTuple):
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> torch.dtype | None:
-    """bf16/fp16 on CUDA per :attr:`Config.effective_precision`; None (fp32) elsewhere."""
+    """bf16/fp16 on CUDA per :meth:`Config.precision_on` (``auto``: bf16 where the GPU has it,
+    else fp16); None (fp32) elsewhere."""
     if device.type != "cuda":
         return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.effective_precision)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision_on(device))
+
+
+def rank_rng_state(ckpt: dict, rank: int, world_size: int) -> dict:
+    """The RNG state this rank saved (``rng_ranks``, when the job had as many ranks), else
+    rank 0's (checkpoints of older versions, or a resume with another number of processes)."""
+    states = ckpt.get("rng_ranks")
+    if states and len(states) == world_size:
+        return states[rank]
+    return ckpt["rng"]
+
+
+def training_peak_mb(device: torch.device, data_bytes: int, info: DistInfo) -> float | None:
+    """Peak memory of the training steps since the last reset (MiB), less the ``data_bytes`` of
+    the training data preloaded on the GPU; the largest over the ranks. None off CUDA."""
+    peak = cuda_peak_memory_mb(device)
+    if peak is None:
+        return None
+    mine = peak - data_bytes / 2**20
+    return float(all_reduce_max(int(round(mine)), info, device)) if info.enabled else mine
 
 
 def best_key(tasks) -> str:
@@ -104,14 +139,17 @@ def selection_value(metrics: dict, tasks) -> tuple[float, float] | None:
 
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool = True, force: bool = False,
-          progress: bool | Callable[[dict], None] | None = None) -> TrainResult:
+          progress: bool | Callable[[dict], None] | None = None,
+          resume_from: str | os.PathLike | None = None) -> TrainResult:
     """Train ``cfg`` into its run folder (see the module docstring).
 
     ``run_dir`` defaults to :func:`cvaia.run_folder.run_dir_for` (``<store>/<label>-<hash>``).
     ``resume=False`` starts an unfinished run afresh (the old folder is moved aside);
-    ``force=True`` retrains a finished or diverged run (likewise). ``progress``: None → tqdm
-    bars unless ``cfg.quiet``; True/False → bars on/off; a callable gets each epoch's results
-    dict once that epoch's checkpoint is written (an exception it raises stops the run there,
+    ``force=True`` retrains a finished or diverged run (likewise). ``resume_from``: a checkpoint
+    (``.pt``) or run folder of this same configuration to continue from
+    (:func:`cvaia.run_folder.adopt_checkpoint`). ``progress``: None → tqdm bars unless
+    ``cfg.quiet``; True/False → bars on/off; a callable gets each epoch's results dict once
+    that epoch's checkpoint is written (an exception it raises stops the run there,
     resumable like a killed job).
     """
     if not isinstance(cfg, Config):
@@ -119,7 +157,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
     cfg = make_config(cfg)  # a validated copy
     info = setup_distributed(cfg)
     try:
-        run_dir = Path(run_dir).expanduser().resolve() if run_dir is not None else rf.run_dir_for(cfg)
+        run_dir = Path(run_dir).expanduser().absolute() if run_dir is not None else rf.run_dir_for(cfg)
+        root = paths.resolve_dataset_root(cfg.dataset_root)
         callback = progress if callable(progress) else None
         show_bars = (not cfg.quiet) if progress is None or callable(progress) else bool(progress)
         show_bars = show_bars and info.is_main
@@ -128,33 +167,71 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
             if info.is_main and not cfg.quiet:
                 print(f"[cvaia] {msg}", flush=True)
 
-        lock = None
-        decision = None
-        if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            lock = rf.lock(run_dir)
-            try:
-                decision, lock = rf.prepare(run_dir, cfg.config_hash(), resume, force, lock, log)
-            except BaseException as exc:
-                lock.release()
-                broadcast(f"error:{exc}", info)
-                raise
-        decision = broadcast(decision, info)
-        if decision.startswith("error:"):
-            raise RuntimeError(f"rank 0 failed to prepare the run folder: {decision[6:]}")
+        # A finished run is read, never locked: a read-only store still serves it.
+        if not force and rf.is_finished(run_dir) and rf.data_mismatch(run_dir, root) is None:
+            log(f"run already finished: {run_dir} (force=True / --force retrains it)")
+            _submission(cfg, run_dir, info, log)
+            return TrainResult(run_dir, False)
         try:
-            if decision == "done":
-                log(f"run already finished: {run_dir} (force=True / --force retrains it)")
-                return TrainResult(run_dir, False)
-            if decision == "diverged":
-                raise rf.stored_divergence(run_dir)
-            _Trainer(cfg, run_dir, info, decision == "resume", show_bars, callback, log).run()
-            return TrainResult(run_dir, True)
-        finally:
-            if lock is not None:
-                lock.release()
+            return _train_locked(cfg, run_dir, root, info, resume, force, resume_from, show_bars, callback, log)
+        except OSError as exc:
+            if isinstance(exc, rf.RunStoreError) or not rf.in_store(exc, run_dir.parent):
+                raise
+            raise rf.store_error(exc, run_dir) from exc
     finally:
         teardown_distributed(info)
+
+
+def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume: bool, force: bool,
+                  resume_from, show_bars: bool, callback, log) -> TrainResult:
+    """:func:`train` under the run's lock (rank 0 decides, every rank trains)."""
+    def waiting(holder: str) -> None:
+        log(f"waiting for the run {run_dir.name}: {holder} holds its lock (it is training this run); "
+            f"this process goes on once it is released")
+
+    lock = None
+    decision = None
+    if info.is_main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = rf.lock(run_dir, on_wait=waiting)
+            decision, lock = rf.prepare(run_dir, cfg.config_hash(), resume, force, lock, log, data_root=root)
+            if resume_from is not None and decision in ("fresh", "resume"):
+                decision = rf.adopt_checkpoint(resume_from, run_dir, cfg, decision, log)
+        except BaseException as exc:
+            if lock is not None:
+                lock.release()
+            broadcast(f"error:{exc}", info)
+            raise
+    decision = broadcast(decision, info)
+    if decision.startswith("error:"):
+        raise RuntimeError(f"rank 0 failed to prepare the run folder: {decision[6:]}")
+    try:
+        if decision == "done":
+            log(f"run already finished: {run_dir} (force=True / --force retrains it)")
+            _submission(cfg, run_dir, info, log)
+            return TrainResult(run_dir, False)
+        if decision == "diverged":
+            raise rf.stored_divergence(run_dir)
+        try:
+            _Trainer(cfg, run_dir, info, decision == "resume", show_bars, callback, log).run()
+        except BaseException as exc:
+            if info.is_main and not isinstance(exc, TrainingDiverged) and rf.remove_stub(run_dir):
+                log(f"removed {run_dir} (the attempt failed before its first checkpoint)")
+            raise
+        _submission(cfg, run_dir, info, log)
+        return TrainResult(run_dir, True)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _submission(cfg: Config, run_dir: Path, info: DistInfo, log) -> None:
+    """``prepare_submission``: pack the test predictions of the best checkpoint (rank 0)."""
+    if not (cfg.prepare_submission and info.is_main):
+        return
+    archive = rf.prepare_submission(run_dir, device=select_device(cfg.device))
+    log(f"submission (best checkpoint, test split) packed for the grader: {archive}")
 
 
 @dataclass(eq=False)
@@ -180,13 +257,20 @@ class _Trainer:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True
-            torch.cuda.reset_peak_memory_stats(self.device)
+            if cfg.precision == "bf16" and torch.cuda.get_device_capability(self.device) < (8, 0):
+                raise ConfigError(f"--precision: bf16 needs a GPU of compute capability 8.0 or newer; "
+                                  f"{torch.cuda.get_device_name(self.device)} has none: use --precision "
+                                  f"auto (fp16 with a gradient scaler here) or fp16")
+        self.precision = cfg.precision_on(self.device)
+        self.channels_last = cfg.channels_last_on(self.device)
         self.root = paths.resolve_dataset_root(cfg.dataset_root)
+        check_image_size(self.root, ("train", "val", "test") if cfg.prepare_submission else ("train", "val"),
+                         MIN_IMAGE_SIZE)
         self.data_path = choose_data_path(cfg, self.root)
 
         seed_everything(cfg.seed)
-        self.model = build_model(cfg).to(self.device)
-        if cfg.channels_last:
+        self.model = sync_batchnorm(build_model(cfg).to(self.device), info, self.device, cfg.sync_batchnorm)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.tasks = tuple(getattr(self.model, "tasks", cfg.tasks))
         self.loss_fn = MultiTaskLoss.from_config(cfg).to(self.device)
@@ -195,10 +279,12 @@ class _Trainer:
         self.data = training_data(cfg, self.root, self.data_path, self.device, info.rank, info.world_size,
                                   show_progress=self.show_bars)
         self.val = load_eval_source(self.root, "val", cfg.max_val_images, preload=self.data_path == "preload")
-        self.steps_per_epoch = self.data.steps_per_epoch
+        self.steps_per_epoch = self.data.steps_per_epoch  # batches per epoch
+        # optimizer steps per epoch: one per accumulate_grad_batches batches (the last group may be smaller)
+        self.optim_steps_per_epoch = math.ceil(self.steps_per_epoch / cfg.accumulate_grad_batches)
 
         self.optimizer = build_optimizer(cfg, self.model, self.loss_fn, self.device)
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch * cfg.num_epochs)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.optim_steps_per_epoch * cfg.num_epochs)
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
@@ -224,15 +310,24 @@ class _Trainer:
             rf.write_metadata(self.run_dir, rf.run_metadata(cfg, self.root, self.device, info.world_size,
                                                             self.data_path))
         self.writer = None
+        self.observer = None
         if info.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / rf.TB_DIR), purge_step=self.step if self.resume else None)
-        self.power = PowerMeter(self.device).start() if info.is_main else None
+            self.observer = Observer.for_run(cfg, self.tasks, self.root)
+            for note in self.observer.notes():
+                self.log(note)
+        self.power = PowerMeter(self.device).start()  # every rank reads its own GPU
 
     def _load_checkpoint(self) -> None:
         path = rf.checkpoint_path(self.run_dir, "last")
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        if self.info.is_main and not rf.is_run_folder(self.run_dir):  # adopted from --resume PATH alone
+            rf.write_metadata(self.run_dir, rf.run_metadata(self.cfg, self.root, self.device,
+                                                            self.info.world_size, self.data_path))
+        # On the CPU: load_state_dict copies to the model's device, and RNG states must stay
+        # CPU byte tensors (a GPU-mapped state crashed torch.cuda.set_rng_state).
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
         stored = make_config(None, **ckpt["config"]).config_hash()
         if stored != self.cfg.config_hash():
             raise ConfigError(f"{path}: checkpoint of another configuration (hash {stored}, "
@@ -243,7 +338,7 @@ class _Trainer:
         self.loss_fn.load_state_dict(ckpt["loss"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(rank_rng_state(ckpt, self.info.rank, self.info.world_size))
         self.start_epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
         best = ckpt["best_value"]
         self.best_value, self.best_epoch = (tuple(best) if best is not None else None), int(ckpt["best_epoch"])
@@ -252,7 +347,9 @@ class _Trainer:
             rf.record_resume(self.run_dir, self.start_epoch, self.step, self.device)
         self.log(f"resuming {self.run_dir.name} after epoch {self.start_epoch} (step {self.step})")
 
-    def _checkpoint(self, epoch: int) -> dict:
+    def _checkpoint(self, epoch: int, rng_states: list | None = None) -> dict:
+        """The checkpoint after ``epoch``; ``rng_states``: every rank's RNG state (rank order)."""
+        rng_states = rng_states if rng_states is not None else [get_rng_state()]
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -261,7 +358,8 @@ class _Trainer:
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": epoch,
             "step": self.step,
-            "rng": get_rng_state(),
+            "rng": rng_states[0],
+            "rng_ranks": rng_states,
             "config": self.cfg.to_dict(),
             "best_value": list(self.best_value) if self.best_value is not None else None,
             "best_epoch": self.best_epoch,
@@ -272,8 +370,9 @@ class _Trainer:
     def run(self) -> None:
         self.setup()
         cfg = self.cfg
+        accum = (f" in {self.optim_steps_per_epoch} optimizer steps" if cfg.accumulate_grad_batches > 1 else "")
         self.log(f"training {self.run_dir.name} on {self.device} ({self.data_path} data path, "
-                 f"{self.steps_per_epoch} steps/epoch x {cfg.num_epochs} epochs"
+                 f"{self.steps_per_epoch} batches{accum}/epoch x {cfg.num_epochs} epochs"
                  + (f", {self.info.world_size} processes" if self.info.enabled else "") + ")")
         try:
             for epoch in range(self.start_epoch, cfg.num_epochs):
@@ -297,35 +396,37 @@ class _Trainer:
         cfg, info = self.cfg, self.info
         power_mark = self.power.mark() if self.power is not None else 0
         mean_total, mean_parts, lr, train_time = self.train_one_epoch(epoch)
+        self._check_weights(epoch)
 
         t1 = time.perf_counter()
         result = evaluate(self.model, self.val, tasks=self.tasks, device=self.device,
                           batch_size=cfg.batch_size_validation, max_images=cfg.max_val_images,
-                          tta_flip=cfg.tta_flip, autocast_dtype=self.amp_dtype, channels_last=cfg.channels_last,
-                          rank=info.rank, world_size=info.world_size)
+                          tta_flip=cfg.tta_flip, autocast_dtype=self.amp_dtype, channels_last=self.channels_last,
+                          rank=info.rank, world_size=info.world_size, workers=cfg.workers_validation)
         eval_time = time.perf_counter() - t1
         self.loss_fn.end_epoch(mean_parts)
 
         metrics = result.metrics
         images = self.steps_per_epoch * cfg.batch_size * info.world_size
-        cuda_peak = cuda_peak_memory_mb(self.device)
+        cuda_peak = self.train_peak_mb
         row = rf.epoch_row(epoch + 1, self.step, metrics, lr, mean_total, mean_parts, train_time, eval_time,
                            images_per_s=images / train_time if train_time > 0 else math.nan,
                            peak_mem_mb=cuda_peak if cuda_peak is not None else peak_rss_mb(),
                            peak_rss_mb=peak_rss_mb(),
-                           power_w=self.power.mean_since(power_mark) if self.power is not None else None)
+                           power_w=self._job_power(power_mark))
         value = selection_value(metrics, self.tasks)
         is_best = ((value is not None and (self.best_value is None or value > self.best_value))
                    or self.best_epoch == 0)  # the first epoch always gives a best.pt
         if is_best:
             self.best_value, self.best_epoch = value, epoch + 1
 
+        rng_states = gather_objects(get_rng_state(), info)  # every rank's, for its resume
         if info.is_main:
             self.epoch_rows.append(row)
             self.epoch_metrics.append({**row, "per_class_iou": metrics.get("per_class_iou")})
             rf.write_logs(self.run_dir, self.tasks, self.step_rows, self.epoch_rows, self.epoch_metrics,
                           self.best_epoch, self.key)
-            rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1), is_best, result.confusion)
+            rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1, rng_states), is_best, result.confusion)
             self._tensorboard("epoch", {k: row[k] for k in TB_EPOCH_KEYS}, row["epoch"], flush=True)
             self.log(self._epoch_summary(row))
             if self.callback is not None:
@@ -339,6 +440,7 @@ class _Trainer:
         self.loss_fn.train()
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)  # this epoch's training steps, not set-up or evaluation
         t0 = time.perf_counter()
 
         zero = torch.zeros((), device=dev)
@@ -357,16 +459,35 @@ class _Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
         lr = self.scheduler.get_last_lr()[0]
-        for rgb, targets in batches:
+        accum, n_batches = cfg.accumulate_grad_batches, self.steps_per_epoch
+        for k, (rgb, targets) in enumerate(batches):
+            start = k - k % accum  # first batch of this optimizer step's group
+            group = min(accum, n_batches - start)
+            last_of_group = k + 1 == start + group
             lr = self.scheduler.get_last_lr()[0]
-            if cfg.channels_last:
+            if self.channels_last:
                 rgb = rgb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                outputs = self.net(rgb)
-            outputs = {k: v.float() for k, v in outputs.items()}
-            total, parts = self.loss_fn(outputs, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
+            if k == start:
+                self.optimizer.zero_grad(set_to_none=True)
+            # DDP: gradients are all-reduced only with the group's last backward
+            sync = contextlib.nullcontext() if last_of_group or not info.enabled else self.net.no_sync()
+            with sync:
+                with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    outputs = self.net(rgb)
+                outputs = {k_: v.float() for k_, v in outputs.items()}
+                total, parts = self.loss_fn(outputs, targets)
+                self.scaler.scale(total if group == 1 else total / group).backward()
+            if not last_of_group:
+                total = total.detach()
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
+                                        torch.full_like(first_bad, self.step + 1), first_bad)
+                win_total += total
+                ep_total += total
+                for t in tasks:
+                    win_parts[t] += parts[t]
+                    ep_parts[t] += parts[t]
+                win_n += 1
+                continue
             if info.enabled and loss_params:
                 all_reduce_mean_([p.grad for p in loss_params if p.grad is not None], info)
             if cfg.grad_clip > 0:
@@ -393,6 +514,8 @@ class _Trainer:
                 for t in tasks:
                     win_parts[t].zero_()
                 win_n = 0
+            if self.observer is not None and self.observer.due(self.step):
+                self._visualize(rgb, targets, outputs)
         if win_n:
             self._log_window(epoch, win_total, win_parts, win_n, first_bad, lr, bar)
         if bar is not None:
@@ -405,7 +528,14 @@ class _Trainer:
         mean_parts = {t: ep_parts[t].item() / n_steps for t in tasks}
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
+        self.train_peak_mb = training_peak_mb(dev, self.data.device_bytes, info)
         return mean_total, mean_parts, lr, time.perf_counter() - t0
+
+    def _job_power(self, mark: int) -> float | None:
+        """Mean board power (W) since ``mark``, summed over the job's GPUs (each rank reads its own)."""
+        watts = self.power.mean_since(mark) if self.power is not None else None
+        total, readers = all_reduce_sum([watts or 0.0, watts is not None], self.info, self.device)
+        return total if readers > 0 else None
 
     def _log_window(self, epoch, win_total, win_parts, win_n, first_bad, lr, bar) -> None:
         """Read the window's mean losses back (one sync every ``log_every`` steps) and log them."""
@@ -425,6 +555,36 @@ class _Trainer:
             self._tensorboard("train", {k: v for k, v in row.items() if k not in ("step", "epoch")}, self.step)
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4f}")
+
+    def _check_weights(self, epoch: int) -> None:
+        """The loss is checked before each update; the last updates can still make the weights
+        NaN/inf. Such weights are never evaluated or saved: :class:`TrainingDiverged`."""
+        bad = rf.non_finite_tensors(self.model.state_dict())
+        if bad:
+            last = rf.checkpoint_path(self.run_dir, "last")
+            kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training diverged: {len(bad)} weight tensor(s) (e.g. {bad[0]}) became NaN/inf during epoch "
+                f"{epoch + 1} (by step {self.step}) of run {self.run_dir.name}; {kept}. Try a lower "
+                f"--optimizer_lr, --grad_clip, or fp32 precision.", step=self.step)
+
+    def _visualize(self, rgb, targets, outputs) -> None:
+        """TensorBoard image grids at this step (:mod:`cvaia.visualize`)."""
+        from .evaluate import predict_batch
+
+        obs = self.observer
+        batch = obs.batch_grid(rgb, targets, outputs)
+        if batch is not None:
+            self.writer.add_image("imgs_train/batch_crops", batch, self.step)
+        self.model.eval()  # like validation; eval mode changes no weights or statistics
+        try:
+            for split, tag in (("train", "imgs_train/observed"), ("val", "imgs_val/observed")):
+                image = obs.observed_grid(split, lambda x: predict_batch(self.model, x, autocast_dtype=self.amp_dtype),
+                                          self.device)
+                if image is not None:
+                    self.writer.add_image(tag, image, self.step)
+        finally:
+            self.model.train()
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         bad = all_reduce_max(int(first_bad.item()), self.info, self.device)
@@ -460,6 +620,9 @@ class _Trainer:
     def _finish(self) -> None:
         images = self.steps_per_epoch * self.cfg.batch_size * self.info.world_size * len(self.epoch_rows)
         summary = {"images": images, "steps": self.step, "params": self.n_params, "best_epoch": self.best_epoch,
-                   "best_key": self.key, "device": str(self.device), "world_size": self.info.world_size}
+                   "best_key": self.key, "device": str(self.device), "world_size": self.info.world_size,
+                   "effective_batch_size": self.cfg.batch_size * self.cfg.accumulate_grad_batches
+                   * self.info.world_size,
+                   "precision": self.precision, "channels_last": self.channels_last}
         rf.write_done(self.run_dir, rf.done_record(self.epoch_rows, self.epoch_metrics, self.best_epoch, summary))
         self.log(f"finished {self.run_dir}")

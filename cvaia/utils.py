@@ -220,6 +220,12 @@ def _atomic_target(path: str | os.PathLike, mode: str = "wb"):
         raise
 
 
+def atomic_open(path: str | os.PathLike, mode: str = "wb"):
+    """A context manager giving a file object that writes ``path`` atomically: the file appears
+    (complete) only when the block ends without an error."""
+    return _atomic_target(path, mode)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with _atomic_target(path, "wb") as fh:

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.miniscapes import DatasetError
     from ..grader import GraderError, export_predictions
     from ..paths import resolve_dataset_root
+    from ..run_folder import TrainingDiverged
     from ..runs import Run, RunNotFoundError
     from ..utils import select_device
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         batch = args.batch_size or run.config.batch_size_validation
         out = export_predictions(model, root, args.split, args.out, device=device, batch_size=batch,
                                  tta_flip=args.tta_flip, progress=args.progress, overwrite=args.overwrite)
-    except (RunNotFoundError, GraderError, DatasetError) as exc:
+    except (RunNotFoundError, GraderError, DatasetError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.split} predictions of {run.name} ({args.checkpoint} checkpoint, data {root}) to {out}")
