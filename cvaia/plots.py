@@ -656,49 +656,71 @@ def class_changes(cm_a, cm_b, class_names: Sequence[str] | None = None) -> pd.Da
 
 @_styled
 def confusion_difference(cm_a, cm_b, class_names: Sequence[str] | None = None,
-                         labels: tuple[str, str] = ("A", "B"), threshold: float = 0.01,
-                         vmax: float | None = None, annot: bool = True, cmap: str = "RdBu",
-                         title: str | None = None, ax=None) -> Figure:
-    """Difference B − A of two row-normalised confusion matrices.
+                         labels: tuple[str, str] = ("A", "B"), marks: Mapping[str, str] | None = None,
+                         threshold: float = 1.0, vmax: float | None = None, annot: bool = True,
+                         cmap: str = "RdBu", title: str | None = None, ax=None) -> Figure:
+    """How B's confusions differ from A's, signed so that the colour means *better* or *worse*.
 
-    Diverging colour map centred at 0 (symmetric limits). On the diagonal, positive means the
-    class is recognised more often by B. Class labels on the y axis are marked ``↑`` (green,
-    recall up by more than ``threshold``) or ``↓`` (red, down), with the change in percentage
-    points; the title lists the improved classes.
+    Cells: the difference of the row-normalised matrices (share of each true class's pixels,
+    in percentage points), with the sign of the off-diagonal cells flipped. On the diagonal,
+    +x means B labels x pp more of the class correctly (a gain); off the diagonal, −x means B
+    confuses x pp more of the row's class with the column's class (a new confusion) and +x a
+    confusion that went away. So blue is better for B and red worse, in every cell.
+
+    Row labels: the class's **IoU** change B − A in points (the grader's metric; the diagonal
+    cell is only its recall part, IoU also counts the false positives in the class's column),
+    marked ``↑`` (green) / ``↓`` (red) from ``marks`` (``{class: "better" | "worse" | "absent" | ""}``,
+    e.g. a noise-aware verdict per class, so the figure says what the text says) or, without
+    ``marks``, when the change exceeds ``threshold`` points. A class with no ground-truth pixel
+    in either matrix is labelled ``absent`` (grey). The title lists the improved classes.
     """
-    a, b = normalize_confusion(cm_a), normalize_confusion(cm_b)
-    if a.shape != b.shape:
-        raise ValueError(f"confusion_difference: matrices differ in shape: {a.shape} vs {b.shape}")
-    names = _class_names(class_names, a.shape[0], "confusion_difference")
-    diff = b - a
+    from .metrics import per_class_iou
+
+    counts_a, counts_b = _square(cm_a, "confusion_difference"), _square(cm_b, "confusion_difference")
+    if counts_a.shape != counts_b.shape:
+        raise ValueError(f"confusion_difference: matrices differ in shape: {counts_a.shape} vs {counts_b.shape}")
+    names = _class_names(class_names, counts_a.shape[0], "confusion_difference")
+    diff = normalize_confusion(counts_b) - normalize_confusion(counts_a)
     n = diff.shape[0]
-    m = float(vmax) if vmax is not None else float(np.abs(diff).max())
+    benefit = -diff
+    np.fill_diagonal(benefit, np.diag(diff))
+    d_iou = per_class_iou(counts_b) - per_class_iou(counts_a)
+    absent = (counts_a.sum(1) == 0) & (counts_b.sum(1) == 0)
+    if marks is None:
+        marks = {nm: "absent" if ab else ("better" if d > threshold else "worse" if d < -threshold else "")
+                 for nm, d, ab in zip(names, d_iou, absent, strict=True)}
+    unknown = sorted(set(marks) - set(names))
+    if unknown:
+        raise ValueError(f"confusion_difference: marks name unknown classes {unknown}")
+    m = float(vmax) if vmax is not None else float(np.abs(benefit).max())
     m = m if m > 0 else 1e-3
-    fig, ax = _single_ax(ax, (max(5.0, 0.45 * n + 3.0), max(4.0, 0.42 * n + 1.8)))
+    fig, ax = _single_ax(ax, (max(5.0, 0.45 * n + 3.5), max(4.0, 0.42 * n + 1.8)))
     import seaborn as sns
 
-    annot_labels = np.vectorize(lambda v: "" if abs(v) < 0.005 else f"{100 * v:+.0f}")(diff) if annot else False
-    sns.heatmap(diff, annot=annot_labels, fmt="", cmap=cmap, center=0.0, vmin=-m, vmax=m,
+    annot_labels = np.vectorize(lambda v: "" if abs(v) < 0.005 else f"{100 * v:+.0f}")(benefit) if annot else False
+    sns.heatmap(benefit, annot=annot_labels, fmt="", cmap=cmap, center=0.0, vmin=-m, vmax=m,
                 square=True, ax=ax, xticklabels=names, yticklabels=names,
                 annot_kws={"fontsize": 6 if n > 10 else 8}, linewidths=0.3, linecolor="0.9",
-                cbar_kws={"label": f"Δ fraction of true-class pixels ({labels[1]} − {labels[0]})",
+                cbar_kws={"label": f"better (+) / worse (−) for {labels[1]} than {labels[0]}\n"
+                                   "share of true-class pixels (diagonal: gain; off: confusion gone)",
                           "shrink": 0.8})
-    dd = np.diag(diff)
     ylabels = []
-    for name, d in zip(names, dd, strict=True):
-        mark = "↑" if d > threshold else ("↓" if d < -threshold else "")
-        ylabels.append(f"{name} {mark}{abs(100 * d):.1f}" if mark else name)
+    for name, d, ab in zip(names, d_iou, absent, strict=True):
+        mark = marks.get(name, "")
+        if ab or mark == "absent":
+            ylabels.append(f"{name}  absent")
+        else:
+            arrow = {"better": " ↑", "worse": " ↓"}.get(mark, "")
+            ylabels.append(f"{name}  {d:+.1f}{arrow}")
     ax.set_yticklabels(ylabels, rotation=0)
-    for tick, d in zip(ax.get_yticklabels(), dd, strict=True):
-        if d > threshold:
-            tick.set_color("tab:green")
-        elif d < -threshold:
-            tick.set_color("tab:red")
+    for tick, name in zip(ax.get_yticklabels(), names, strict=True):
+        tick.set_color({"better": "tab:green", "worse": "tab:red", "absent": "0.55"}.get(marks.get(name, ""), "black"))
     ax.set_xticklabels(names, rotation=60, ha="right", rotation_mode="anchor")
-    improved = [nm for nm, d in sorted(zip(names, dd, strict=True), key=lambda t: -t[1]) if d > threshold]
-    sub = ("improved: " + ", ".join(improved[:6]) + (" …" if len(improved) > 6 else "")) if improved \
-        else "no class improved"
-    ax.set(xlabel="predicted class", ylabel="true class  (recall change, pp)",
+    order = np.argsort(-d_iou, kind="stable")
+    improved = [names[i] for i in order if marks.get(names[i]) == "better"]
+    sub = ("IoU better: " + ", ".join(improved[:6]) + (" …" if len(improved) > 6 else "")) if improved \
+        else "no class with a better IoU"
+    ax.set(xlabel="predicted class", ylabel=f"true class  (IoU change {labels[1]} − {labels[0]}, points)",
            title=(title or f"confusion difference {labels[1]} − {labels[0]}") + f"\n{sub}")
     return fig
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from cvaia import plots
 from cvaia.data.classes import class_names, colorize
 from cvaia.data.encoding import normalize_rgb
+from cvaia.metrics import per_class_iou
 
 
 def _images(ax):
@@ -217,21 +218,38 @@ def test_confusion_matrix_row_normalised_heatmap():
         plots.confusion_matrix(np.zeros((3, 4)))
 
 
-def test_confusion_difference_centred_and_marks_improvements():
-    a = np.array([[8, 2, 0], [5, 5, 0], [0, 0, 10]])
-    b = np.array([[9, 1, 0], [2, 8, 0], [0, 1, 9]])
-    fig = plots.confusion_difference(a, b, class_names=["road", "car", "sky"], labels=("joint", "branched"))
+def test_confusion_difference_signs_gains_and_new_confusions_and_marks_iou():
+    a = np.array([[8, 2, 0, 0], [5, 5, 0, 0], [0, 0, 10, 0], [0, 0, 0, 0]])
+    b = np.array([[9, 1, 0, 0], [2, 8, 0, 0], [0, 1, 9, 0], [0, 0, 0, 0]])
+    names = ["road", "car", "sky", "train"]
+    fig = plots.confusion_difference(a, b, class_names=names, labels=("joint", "branched"))
     ax = _main_axes(fig)[0]
     mesh = ax.collections[0]
+    shown = np.asarray(mesh.get_array()).reshape(4, 4)
     diff = plots.normalize_confusion(b) - plots.normalize_confusion(a)
-    np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, 3), diff)
+    np.testing.assert_allclose(np.diag(shown), np.diag(diff))  # diagonal: + = gain
+    off = ~np.eye(4, dtype=bool)
+    np.testing.assert_allclose(shown[off], -diff[off])  # off-diagonal: − = a new confusion
+    assert shown[2, 1] == pytest.approx(-0.1)  # sky → car is new: red
+    assert shown[1, 0] == pytest.approx(0.3)  # car → road went away: blue
     lo, hi = mesh.get_clim()
     assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(diff).max())
+    # row labels: IoU change (the grader's metric), not recall
+    iou_change = per_class_iou(b) - per_class_iou(a)
     labels = {t.get_text().split()[0]: t for t in ax.get_yticklabels()}
-    assert "↑" in labels["car"].get_text() and labels["car"].get_color() == "tab:green"
+    assert labels["car"].get_text() == f"car  {iou_change[1]:+.1f} ↑" and labels["car"].get_color() == "tab:green"
     assert "↓" in labels["sky"].get_text() and labels["sky"].get_color() == "tab:red"
-    assert "improved: car, road" in ax.get_title()
-    changes = plots.class_changes(a, b, ["road", "car", "sky"])
+    assert labels["train"].get_text() == "train  absent" and labels["train"].get_color() == "0.55"
+    assert "IoU better: car, road" in ax.get_title()
+    # marks from the caller (e.g. a noise-aware verdict) decide the arrows and the title
+    fig = plots.confusion_difference(a, b, class_names=names, marks={"car": "", "road": "better", "sky": ""})
+    ax = _main_axes(fig)[0]
+    assert "IoU better: road" in ax.get_title() and "car" not in ax.get_title().split("\n")[1]
+    labels = {t.get_text().split()[0]: t for t in ax.get_yticklabels()}
+    assert "↑" not in labels["car"].get_text() and labels["car"].get_color() == "black"
+    with pytest.raises(ValueError, match="unknown classes"):
+        plots.confusion_difference(a, b, class_names=names, marks={"bus": "better"})
+    changes = plots.class_changes(a[:3, :3], b[:3, :3], names[:3])
     assert list(changes["class"]) == ["car", "road", "sky"]
     assert changes["change"].iloc[0] == pytest.approx(0.3)
 
