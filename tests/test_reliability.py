@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 import torch
@@ -120,3 +121,282 @@ def test_cli_says_out_of_memory_and_what_to_shrink(error, where, monkeypatch, ca
     err = capsys.readouterr().err
     assert f"out of {where}" in err and "--batch_size (now 16)" in err
     assert "--aug_input_crop_size (now 256)" in err and "Traceback" not in err
+
+
+# ---- training-level cases (tiny runs: 8 images, 64x64 crops, a few seconds each) -------------------
+def tiny_cfg(root, **kw):
+    from cvaia.config import make_config
+
+    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=4, batch_size_validation=4,
+                num_epochs=1, max_train_images=8, optimizer="adam", optimizer_lr=1e-3, log_every=1, quiet=True,
+                device="cpu")
+    base.update(kw)
+    return make_config(**base)
+
+
+def _poison_after(monkeypatch, step):
+    """Make the optimizer's ``step``-th update leave NaN weights (the loss of every step stays
+    finite): what a huge learning rate does on its last update of an epoch."""
+    import cvaia.train as train_mod
+
+    real = train_mod.build_optimizer
+
+    def build(*args, **kwargs):
+        opt = real(*args, **kwargs)
+        count = {"n": 0}
+        inner = opt.step
+
+        def poisoned(self, *a, **k):
+            out = inner(*a, **k)
+            count["n"] += 1
+            if count["n"] == step:
+                with torch.no_grad():
+                    next(p for g in self.param_groups for p in g["params"]).fill_(float("nan"))
+            return out
+
+        opt.step = types.MethodType(poisoned, opt)  # a bound method, as LambdaLR expects
+        return opt
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build)
+
+
+def test_nan_weights_are_never_checkpointed_and_the_run_is_refused(tiny_root, isolated_dirs, monkeypatch, capsys):
+    from cvaia import run_folder as rf
+    from cvaia.run_folder import TrainingDiverged
+    from cvaia.runs import Run, get_run
+    from cvaia.train import train
+
+    cfg = tiny_cfg(tiny_root, num_epochs=2)
+    _poison_after(monkeypatch, 4)  # 2 steps per epoch: the last update of epoch 2 (the loss stays finite)
+    with pytest.raises(TrainingDiverged, match="weight tensor"):
+        train(cfg)
+    run_dir = rf.run_dir_for(cfg)
+    last = torch.load(rf.checkpoint_path(run_dir, "last"), weights_only=False)
+    assert last["epoch"] == 1 and rf.non_finite_tensors(last["model"]) == []  # epoch 1's, intact
+    assert rf.has_diverged(run_dir) and len(Run(run_dir).epochs) == 1  # no NaN evaluation row either
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        Run(run_dir).load_model()
+    with pytest.raises(TrainingDiverged):
+        get_run(cfg)  # recorded: not retrained, not served
+    out = isolated_dirs["runs"].parent / "preds"
+    assert main(["predict", "--run", str(run_dir), "--out", str(out)]) == 2
+    assert "diverged" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_non_finite_checkpoint_is_never_written(tmp_path):
+    from cvaia import run_folder as rf
+    from cvaia.run_folder import TrainingDiverged
+
+    good = {"model": {"w": torch.ones(2)}, "step": 1}
+    rf.save_checkpoint(tmp_path, good, is_best=True)
+    bad = {"model": {"w": torch.tensor([1.0, float("inf")]), "n": torch.tensor(3)}, "step": 2}
+    with pytest.raises(TrainingDiverged, match="not written"):
+        rf.save_checkpoint(tmp_path, bad, is_best=False)
+    assert torch.load(rf.checkpoint_path(tmp_path, "last"))["step"] == 1
+
+
+def test_an_old_poisoned_checkpoint_is_refused(tiny_root, isolated_dirs):
+    from cvaia import run_folder as rf
+    from cvaia.run_folder import TrainingDiverged
+    from cvaia.runs import get_run
+
+    run = get_run(tiny_cfg(tiny_root, seed=5), progress=False)
+    path = rf.checkpoint_path(run.path, "best")
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["model"][next(iter(ckpt["model"]))] = torch.full_like(next(iter(ckpt["model"].values())), float("nan"))
+    torch.save(ckpt, path)  # what versions before the weight check could leave
+    with pytest.raises(TrainingDiverged, match="NaN/inf"):
+        run.load_model("best")
+
+
+def test_data_changed_under_a_finished_run_is_retrained(tmp_path, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+    from cvaia.data.synth import generate
+    from cvaia.runs import RunNotFoundError, get_run
+
+    root = tmp_path / "d"
+    generate(root, height=64, width=128, n_train=8, n_val=4, n_test=4, seed=0, workers=1)
+    cfg = tiny_cfg(root)
+    first = get_run(cfg, progress=False)
+    before = first.meta["dataset_identity"]
+    assert get_run(cfg).trained_now is False  # same data: a cache hit
+    generate(root, height=64, width=128, n_train=8, n_val=4, n_test=4, seed=7, workers=1, force=True)
+    with pytest.raises(RunNotFoundError, match="changed since the run was trained"):
+        get_run(cfg, train=False)
+    assert main(["train", "--dataset_root", str(root), "--aug_input_crop_size", "64", "--batch_size", "4",
+                 "--batch_size_validation", "4", "--num_epochs", "1", "--max_train_images", "8",
+                 "--optimizer", "adam", "--optimizer_lr", "1e-3", "--log_every", "1", "--device", "cpu",
+                 "--quiet"]) == 0  # the CLI retrains too
+    second = get_run(cfg)
+    assert second.path == first.path and second.meta["dataset_identity"] != before
+    aside = [p for p in first.path.parent.iterdir() if rf.is_set_aside(p)]
+    assert len(aside) == 1 and rf.is_finished(aside[0])  # the old run is kept, not overwritten
+    assert rf.data_mismatch(second.path, root) is None
+
+
+def test_real_data_fingerprint(tmp_path, tiny_root):
+    import shutil
+
+    from cvaia.data.miniscapes import data_identity, identity_difference
+
+    root = tmp_path / "course"
+    shutil.copytree(tiny_root, root)  # copy2: sizes and modification times kept, like `tar -x`
+    (root / "meta.json").unlink()  # the course data has no meta.json
+    before = data_identity(root)
+    assert before["kind"] == "files" and before["files"]["train/rgb"] == 12
+    again = tmp_path / "again"
+    shutil.copytree(root, again)
+    assert identity_difference(before, data_identity(again)) is None  # re-extracted: the same data
+    (root / "val" / "semseg" / "1.png").write_bytes((root / "val" / "semseg" / "2.png").read_bytes())
+    assert "replaced" in identity_difference(before, data_identity(root))
+    (root / "train" / "rgb" / "11.jpg").unlink()
+    assert "train/rgb: 12 -> 11 files" in identity_difference(before, data_identity(root))
+
+
+# ---- the run store unusable --------------------------------------------------------------------------
+TRAIN_ARGS = ["--aug_input_crop_size", "64", "--batch_size", "4", "--batch_size_validation", "4",
+              "--num_epochs", "2", "--max_train_images", "8", "--optimizer", "adam", "--optimizer_lr", "1e-3",
+              "--device", "cpu", "--quiet"]
+
+
+def test_run_store_under_a_regular_file(tiny_root, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CVAIA_RUNS_DIR", str(blocker))
+    assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]) == 1
+    err = capsys.readouterr().err
+    assert "regular file in the way" in err and str(blocker) in err and "CVAIA_RUNS_DIR / --log_dir" in err
+    assert "Traceback" not in err and blocker.read_text() == "not a folder"
+
+
+def test_disk_full_says_so_and_which_checkpoint_is_intact(tiny_root, isolated_dirs, monkeypatch, capsys):
+    import errno
+
+    from cvaia import run_folder as rf
+
+    real, calls = torch.save, {"n": 0}
+
+    def fill_up(obj, f, *a, **k):  # the second checkpoint write finds the disk full
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"x" * 10)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", fill_up)
+    assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]) == 1
+    err = capsys.readouterr().err
+    run_dir = next(p for p in isolated_dirs["runs"].iterdir())
+    last = rf.checkpoint_path(run_dir, "last")
+    assert "no space left" in err and f"the checkpoint {last} is intact" in err and "CVAIA_RUNS_DIR" in err
+    assert torch.load(last, weights_only=False)["epoch"] == 1  # epoch 1's checkpoint, loadable
+    assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(torch, "save", real)
+    assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]) == 0  # space again: resumes
+    assert rf.is_finished(run_dir)
+
+
+def test_read_only_store_serves_a_finished_run_without_a_lock(tiny_root, isolated_dirs, monkeypatch, capsys):
+    import errno
+
+    from cvaia import run_folder as rf
+    from cvaia.runs import get_run
+    from cvaia.train import train
+
+    cfg = tiny_cfg(tiny_root, seed=11)
+    run_dir = train(cfg).run_dir
+    (run_dir / rf.LOCK_FILE).unlink()
+
+    def read_only(self):
+        raise OSError(errno.EROFS, "Read-only file system", str(self.path))
+
+    monkeypatch.setattr(utils.FileLock, "acquire", read_only)
+    assert train(cfg) == (run_dir, False)  # reading a finished run needs no lock file
+    assert get_run(cfg).is_done and not (run_dir / rf.LOCK_FILE).exists()
+    with pytest.raises(rf.RunStoreError, match="is not writable.*CVAIA_RUNS_DIR"):
+        train(tiny_cfg(tiny_root, seed=12))  # a run that has to be written: the store is named
+
+
+# ---- small ones ---------------------------------------------------------------------------------------
+def test_predict_out_at_a_regular_file(tiny_root, isolated_dirs, tmp_path, capsys):
+    from cvaia.runs import get_run
+
+    run = get_run(tiny_cfg(tiny_root, seed=13), progress=False)
+    target = tmp_path / "preds.txt"
+    target.write_text("mine")
+    assert main(["predict", "--run", str(run.path), "--out", str(target), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and target.read_text() == "mine"
+
+
+def test_images_smaller_than_32_px_fail_at_start_without_a_stub(tmp_path, isolated_dirs, capsys):
+    from cvaia.data.synth import generate
+
+    root = tmp_path / "small"
+    generate(root, height=24, width=48, n_train=8, n_val=4, n_test=4, seed=0, workers=1)
+    t0 = time.perf_counter()
+    rc = main(["train", "--dataset_root", str(root), *TRAIN_ARGS[:2], "--batch_size", "4", "--num_epochs", "1",
+               "--device", "cpu", "--quiet"])
+    assert rc == 1 and time.perf_counter() - t0 < 30
+    err = capsys.readouterr().err
+    assert "24x48" in err and "at least 32" in err
+    assert not isolated_dirs["runs"].exists() or not any(isolated_dirs["runs"].iterdir())  # no stub folder
+
+
+def test_batch_of_one_is_a_config_error_without_a_stub(tiny_root, isolated_dirs, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset_root", str(tiny_root), "--batch_size", "1", "--device", "cpu"])
+    assert exit_.value.code == 2 and "--batch_size" in capsys.readouterr().err
+    assert not isolated_dirs["runs"].exists()
+
+
+def test_waiting_for_a_run_another_process_trains(tiny_root, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+    from cvaia.train import train
+
+    cfg = tiny_cfg(tiny_root, seed=17, quiet=False)
+    run_dir = rf.run_dir_for(cfg)
+    run_dir.mkdir(parents=True)
+    holder = utils.FileLock(run_dir / rf.LOCK_FILE).acquire()
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=train(cfg, progress=False)))
+    t.start()
+    time.sleep(1.0)
+    holder.release()
+    t.join(120)
+    out = capsys.readouterr().out
+    assert "waiting for the run" in out and f"pid {os.getpid()}" in out
+    assert result["r"].trained
+
+
+def test_ctrl_c_says_how_to_resume(tiny_root, isolated_dirs, monkeypatch, capsys):
+    import cvaia.train as train_mod
+
+    real, calls = train_mod._Trainer.train_one_epoch, {"n": 0}
+
+    def interrupted(self, epoch):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(train_mod._Trainer, "train_one_epoch", interrupted)
+    args = ["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "keeps its checkpoint" in err and "after epoch 1" in err and "run the same command again" in err
+    monkeypatch.setattr(train_mod._Trainer, "train_one_epoch", real)
+    assert main([a for a in args if a != "--quiet"]) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_ctrl_c_in_the_first_epoch_leaves_nothing(tiny_root, isolated_dirs, monkeypatch, capsys):
+    import cvaia.train as train_mod
+
+    def interrupted(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod._Trainer, "train_one_epoch", interrupted)
+    assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not any(isolated_dirs["runs"].iterdir())  # no stub run folder
