@@ -256,3 +256,110 @@ def test_sync_batchnorm_under_ddp_on_cuda_only():
     assert list(synced.state_dict()) == keys and [id(p) for p in synced.parameters()] == params
     with pytest.raises(ConfigError, match="--sync_batchnorm: SyncBatchNorm needs CUDA"):
         sync_batchnorm(build_model(make_config()), two, torch.device("cpu"), True)
+
+
+# ---- 2. defaults that match the README on CUDA; the precision is part of a run's identity --------
+def test_precision_auto_resolves_per_device():
+    from cvaia.config import make_config, resolve_precision
+
+    assert resolve_precision("auto", False, "cuda", True) == "bf16"
+    assert resolve_precision("auto", False, "cuda", False) == "fp16"  # + GradScaler (the trainer)
+    assert resolve_precision("auto", True, "cuda", True) == "fp16"   # the course flag
+    assert resolve_precision("bf16", True, "cuda", True) == "bf16"
+    for p in ("auto", "bf16", "fp16", "fp32"):
+        assert resolve_precision(p, True, "cpu", True) == "fp32"  # autocast runs on CUDA only
+    cfg = make_config()
+    assert cfg.precision == "auto" and cfg.channels_last is True
+    assert cfg.precision_on("cpu") == "fp32" and not cfg.channels_last_on("cpu")
+    assert cfg.channels_last_on(torch.device("cuda", 0))
+
+
+def test_a_cpu_run_is_not_served_to_a_gpu_request(monkeypatch, tmp_path):
+    """The hash holds the effective precision: fp32 on a CPU whatever the field says (a CPU run
+    "in bf16" is an fp32 run), bf16/fp16 on a GPU — so a finished CPU run never answers a GPU
+    request, and one precision is one run however it was asked for."""
+    from cvaia.config import make_config
+
+    monkeypatch.setenv("CVAIA_DATA_DIR", str(tmp_path))
+    cpu = {p: make_config(precision=p, device="cpu").config_hash() for p in ("auto", "fp32", "bf16", "fp16")}
+    assert len(set(cpu.values())) == 1
+    assert make_config(device="cpu", optimizer_float_16=True).config_hash() == cpu["auto"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    capability = {"value": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability["value"])
+    gpu = make_config(device="auto")
+    bf16_hash = gpu.config_hash()
+    assert gpu.effective_precision == "bf16" and bf16_hash != cpu["auto"]
+    assert bf16_hash == make_config(precision="bf16").config_hash()
+    capability["value"] = (7, 5)  # a T4 / V100: fp16 + GradScaler
+    assert make_config().effective_precision == "fp16"
+    assert make_config().config_hash() == make_config(precision="fp16").config_hash() != bf16_hash
+    assert make_config(optimizer_float_16=True).config_hash() == make_config(precision="fp16").config_hash()
+    # ... and differs from the hash an older version gave a CPU run "in fp16" (really fp32)
+    assert make_config(precision="fp16").config_hash() != "87bfdcd7f7"
+
+
+def test_a_run_records_the_precision_and_device_it_used(tiny_root, tmp_path):
+    from cvaia.config import make_config
+    from cvaia.runs import Run
+    from cvaia.train import train
+
+    cfg = make_config(dataset_root=str(tiny_root), aug_input_crop_size=32, batch_size=2, num_epochs=1,
+                      max_train_images=2, max_val_images=2, precision="bf16", device="cpu", quiet=True)
+    run = Run(train(cfg, run_dir=tmp_path / "run").run_dir)
+    assert (run.meta["precision"], run.meta["channels_last"], run.meta["device"]) == ("fp32", False, "cpu")
+    assert run.final["precision"] == "fp32" and run.final["channels_last"] is False
+
+
+# ---- 4. peak memory: the training steps of the epoch, without the preloaded data ------------------
+def test_training_peak_excludes_the_preloaded_data(monkeypatch):
+    from cvaia.distributed import DistInfo
+    from cvaia.train import training_peak_mb
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 5 * 2**30)
+    assert training_peak_mb(torch.device("cuda", 0), 2**30, DistInfo()) == 4096  # 5 GiB peak, 1 GiB data
+    assert training_peak_mb(torch.device("cpu"), 0, DistInfo()) is None
+
+
+# ---- 8. resume: what holds --------------------------------------------------------------------------
+def test_each_rank_resumes_its_own_rng_state():
+    """Checkpoints keep every rank's RNG state (before: rank 0's only, restored on every rank —
+    on CUDA, rank r's dropout stream became another GPU's)."""
+    from cvaia.train import rank_rng_state
+
+    ckpt = {"rng": "r0", "rng_ranks": ["r0", "r1", "r2", "r3"]}
+    assert [rank_rng_state(ckpt, r, 4) for r in range(4)] == ["r0", "r1", "r2", "r3"]
+    assert rank_rng_state(ckpt, 1, 2) == "r0"  # another number of processes: rank 0's
+    assert rank_rng_state({"rng": "old"}, 1, 4) == "old"  # a checkpoint of an older version
+
+
+def test_resume_with_dropout_equals_uninterrupted_on_cpu(tiny_root, tmp_path):
+    """The promise that holds exactly on a CPU (README "Resuming"): a run with dropout (the RNG
+    streams matter) stopped after epoch 1 resumes at step 2 and ends bitwise like an
+    uninterrupted one. On CUDA it resumes at the same step with the same data order,
+    augmentation and per-rank RNG, but not bitwise (cuDNN autotuning, atomics in backward)."""
+    from cvaia.config import make_config
+    from cvaia.runs import Run
+    from cvaia.train import train
+
+    class Stop(RuntimeError):
+        pass
+
+    def stop(row):
+        if row["epoch"] == 1:
+            raise Stop
+
+    cfg = make_config(dataset_root=str(tiny_root), model_name="adaptive_depth", tasks="depth", num_epochs=2,
+                      aug_input_crop_size=32, batch_size=2, max_train_images=4, max_val_images=2,
+                      transformer_dim=32, num_bins=16, num_heads=2, dropout=0.3, device="cpu", quiet=True,
+                      log_every=1)
+    full = Run(train(cfg, run_dir=tmp_path / "full").run_dir)
+    with pytest.raises(Stop):
+        train(cfg, run_dir=tmp_path / "part", progress=stop)
+    part = Run(train(cfg, run_dir=tmp_path / "part").run_dir)
+    assert part.meta["resumed"][0]["at_step"] == 2
+    assert list(part.history.loss) == list(full.history.loss)
+    a = torch.load(full.path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(part.path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
