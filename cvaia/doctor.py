@@ -187,13 +187,20 @@ class _Doctor:
         env = {"cvaia": __version__, "torch": torch.__version__, "python": platform.python_version(),
                "device": str(self.device), "cuda_available": torch.cuda.is_available(),
                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        from .config import make_config
+
+        defaults = make_config()
+        env["defaults"] = {"precision": defaults.precision_on(self.device),
+                           "channels_last": defaults.channels_last_on(self.device)}
         if self.cuda:
             props = torch.cuda.get_device_properties(self.device)
             env.update(device_name=props.name, capability=".".join(map(str, torch.cuda.get_device_capability(self.device))),
                        total_memory_mb=props.total_memory / 2**20, device_count=torch.cuda.device_count(),
                        bf16=self.bf16, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                        uuid=str(getattr(props, "uuid", "")))
-            detail = f"{props.name} (sm_{env['capability'].replace('.', '')}), bf16 {'yes' if self.bf16 else 'no'}"
+            detail = (f"{props.name} (sm_{env['capability'].replace('.', '')}), bf16 {'yes' if self.bf16 else 'no'}; "
+                      f"defaults train in {env['defaults']['precision']}"
+                      f"{', channels_last' if env['defaults']['channels_last'] else ''}")
         else:
             env["device_name"] = platform.processor() or platform.machine()
             detail = f"{self.device} ({env['device_name']}), torch {torch.__version__}"
@@ -221,6 +228,8 @@ class _Doctor:
         recorded = run.meta.get("precision")
         if recorded is not None and recorded != precision:
             raise CheckFailed(f"the run records precision {recorded}, trained as {precision}")
+        if run.meta.get("channels_last", cfg.channels_last_on(self.device)) != cfg.channels_last_on(self.device):
+            raise CheckFailed(f"the run records channels_last {run.meta.get('channels_last')}")
         if run.meta.get("device") != str(self.device):
             raise CheckFailed(f"the run records device {run.meta.get('device')}, trained on {self.device}")
         self.finished.setdefault(model_name, run.path)
