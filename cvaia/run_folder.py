@@ -539,7 +539,7 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "loss", "rng", "epoch", "step"
 
 
 def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, decision: str,
-                     log: Callable[[str], None]) -> str:
+                     log: Callable[[str], None]) -> tuple[str, dict | None]:
     """The course's ``--resume PATH``: continue the run of ``cfg`` from the checkpoint ``source``
     (a ``.pt`` file, or a run folder: its ``checkpoints/last.pt``).
 
@@ -547,8 +547,9 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
     resuming continues that run; a :class:`ConfigError` says what differs otherwise (start a new
     run from its weights with ``--pretrained PATH``). When ``run_dir`` already holds a checkpoint
     at least as far, that one is kept. Otherwise the checkpoint (with the ``best.pt``, logs and
-    ``config.json`` of its run folder, when it has them) is copied into ``run_dir``. Returns the
-    new decision (``"resume"``).
+    ``config.json`` of its run folder, when it has them) is copied into ``run_dir``. Returns
+    ``(decision, record)``: ``"resume"`` and what was adopted (None when nothing was), for
+    :func:`record_adoption`.
     """
     import torch
 
@@ -581,13 +582,13 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
         raise ConfigError(f"--resume {source}: its weights hold NaN/inf ({bad[0]}, ...): nothing to resume from")
     own = checkpoint_path(run_dir, "last")
     if own.is_file() and os.path.samefile(own, src):
-        return "resume"
+        return "resume", None
     if decision == "resume":
         own_step = torch.load(own, map_location="cpu", weights_only=False).get("step", -1)
         if own_step >= int(ckpt["step"]):
             log(f"--resume {source}: the run's own checkpoint {own} is as far or further (step {own_step} >= "
                 f"{ckpt['step']}); resuming from that one")
-            return "resume"
+            return "resume", None
     src_run = src.parent.parent
     if is_run_folder(src_run) and src_run.resolve() != Path(run_dir).resolve():
         for name in (CONFIG_FILE, STEPS_FILE, EPOCHS_FILE, METRICS_FILE, CONFUSION_FILE):
@@ -599,13 +600,16 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
             atomic_link_or_copy(best, checkpoint_path(run_dir, "best"))
     own.parent.mkdir(parents=True, exist_ok=True)
     atomic_link_or_copy(src, own)
-    if is_run_folder(run_dir):
-        meta = read_json(Path(run_dir) / CONFIG_FILE)
-        meta.setdefault("resumed_from", []).append({"checkpoint": str(src.resolve()), "epoch": int(ckpt["epoch"]),
-                                                    "step": int(ckpt["step"]), "time": _now()})
-        atomic_write_json(Path(run_dir) / CONFIG_FILE, meta)
     log(f"--resume {source}: continuing {Path(run_dir).name} from epoch {ckpt['epoch']} (step {ckpt['step']})")
-    return "resume"
+    return "resume", {"checkpoint": str(src.resolve()), "epoch": int(ckpt["epoch"]), "step": int(ckpt["step"]),
+                      "time": _now()}
+
+
+def record_adoption(run_dir: Path, record: dict) -> None:
+    """Append a ``resumed_from`` entry (the checkpoint given to ``--resume PATH``) to ``config.json``."""
+    meta = read_json(Path(run_dir) / CONFIG_FILE)
+    meta.setdefault("resumed_from", []).append(record)
+    atomic_write_json(Path(run_dir) / CONFIG_FILE, meta)
 
 
 # ---- the trained model -------------------------------------------------------------------------

@@ -190,14 +190,14 @@ def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume
             f"this process goes on once it is released")
 
     lock = None
-    decision = None
+    decision, adopted = None, None
     if info.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = rf.lock(run_dir, on_wait=waiting)
             decision, lock = rf.prepare(run_dir, cfg.config_hash(), resume, force, lock, log, data_root=root)
             if resume_from is not None and decision in ("fresh", "resume"):
-                decision = rf.adopt_checkpoint(resume_from, run_dir, cfg, decision, log)
+                decision, adopted = rf.adopt_checkpoint(resume_from, run_dir, cfg, decision, log)
         except BaseException as exc:
             if lock is not None:
                 lock.release()
@@ -214,7 +214,7 @@ def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume
         if decision == "diverged":
             raise rf.stored_divergence(run_dir)
         try:
-            _Trainer(cfg, run_dir, info, decision == "resume", show_bars, callback, log).run()
+            _Trainer(cfg, run_dir, info, decision == "resume", show_bars, callback, log, adopted).run()
         except BaseException as exc:
             if info.is_main and not isinstance(exc, TrainingDiverged) and rf.remove_stub(run_dir):
                 log(f"removed {run_dir} (the attempt failed before its first checkpoint)")
@@ -245,6 +245,7 @@ class _Trainer:
     show_bars: bool
     callback: Callable[[dict], None] | None
     log: Callable[[str], None]
+    adopted: dict | None = None  # the checkpoint given to --resume PATH, recorded in config.json
 
     # -- set-up --
     def setup(self) -> None:
@@ -345,6 +346,8 @@ class _Trainer:
         self.step_rows, self.epoch_rows, self.epoch_metrics = rf.read_logs(self.run_dir, self.step, self.start_epoch)
         if self.info.is_main:
             rf.record_resume(self.run_dir, self.start_epoch, self.step, self.device)
+            if self.adopted is not None:
+                rf.record_adoption(self.run_dir, self.adopted)
         self.log(f"resuming {self.run_dir.name} after epoch {self.start_epoch} (step {self.step})")
 
     def _checkpoint(self, epoch: int, rng_states: list | None = None) -> dict:
