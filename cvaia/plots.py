@@ -112,6 +112,13 @@ def _figure(nrows=1, ncols=1, figsize=(6.0, 4.0), squeeze=True, **subplot_kw):
     return fig, axes
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=(6.0, 4.0), squeeze: bool = True, **subplot_kw):
+    """``(fig, axes)`` for figure helpers outside this module (e.g. ``cvaia.experiments``):
+    constrained layout, no pyplot, and the figure displays itself as an image when a notebook
+    cell returns it (a plain ``matplotlib.figure.Figure`` shows as ``<Figure size …>`` text there)."""
+    return _figure(nrows, ncols, figsize=figsize, squeeze=squeeze, **subplot_kw)
+
+
 def _single_ax(ax, figsize):
     """``(fig, ax)``: the given Axes and its figure, or a new one-panel figure."""
     if ax is not None:
@@ -524,12 +531,14 @@ def heatmap(df, index: str, columns: str, values: str, fmt: str = ".1f", cmap: s
 @_styled
 def bars(values, ylabel: str, title: str | None = None, fmt: str = "{:.1f}",
          horizontal: bool = False, reference=None, xlabel: str | None = None,
-         logy: bool = False, ax=None) -> Figure:
+         logy: bool = False, colors: Sequence | None = None, ax=None) -> Figure:
     """Bars for a few measured quantities (training time, GPU memory, power, …).
 
     ``values`` is a dict or Series ``{label: number}`` (one bar each), or a DataFrame whose
     index gives the groups and whose columns give the bars within a group. Each bar is labelled
     with its value (``fmt``); ``reference`` adds dashed lines (number or ``{label: number}``).
+    ``colors``: one matplotlib colour per bar of a single series (e.g. the class palette,
+    RGB in 0..1), instead of the default cycle.
     """
     if isinstance(values, Mapping):
         values = pd.Series({str(k): float(v) for k, v in values.items()})
@@ -547,11 +556,16 @@ def bars(values, ylabel: str, title: str | None = None, fmt: str = "{:.1f}",
     n_groups, n_series = values.shape
     width = 0.8 / n_series
     pos = np.arange(n_groups)
+    if colors is not None and (not single or len(colors) != n_groups):
+        raise ValueError(f"bars: colors needs one colour per bar of a single series ({n_groups}), "
+                         f"got {len(colors)}" + ("" if single else f" for {values.shape[1]} series"))
     for j, col in enumerate(values.columns):
         offs = pos - 0.4 + width * (j + 0.5)
         vals = values[col].to_numpy(float)
-        kw = dict(color=[f"C{i % 10}" for i in range(n_groups)] if single else f"C{j % 10}",
-                  label=None if single else str(col))
+        default = [f"C{i % 10}" for i in range(n_groups)] if single else f"C{j % 10}"
+        kw = dict(color=default, label=None if single else str(col))
+        if colors is not None:  # palette colours (some are pale): a thin outline
+            kw.update(color=list(colors), edgecolor="0.3", linewidth=0.5)
         cont = (ax.barh(offs, vals, height=width, **kw) if horizontal
                 else ax.bar(offs, vals, width=width, **kw))
         ax.bar_label(cont, labels=["" if not np.isfinite(v) else fmt.format(v) for v in vals],
@@ -608,13 +622,18 @@ def _compact_count(v: float) -> str:
 @_styled
 def confusion_matrix(cm, class_names: Sequence[str] | None = None, normalize: str | None = None,
                      annot: bool = True, cmap: str = "Blues", title: str | None = None,
-                     ax=None) -> Figure:
+                     row_info: bool = False, ax=None) -> Figure:
     """Seaborn heatmap of a confusion matrix (rows = true class, columns = predicted).
 
     ``cm`` is a C×C count matrix (numpy or torch, e.g. :class:`cvaia.metrics.ConfusionMatrix`'s
     ``.matrix``). ``normalize="row"`` shows the fraction of each true class's pixels (rows sum
     to 1; rows without pixels are 0). Class names default to the 19 Cityscapes classes.
     Annotations are compact (``12.3k`` counts, ``0.87`` fractions); zeros are left blank.
+
+    ``row_info=True`` labels each row with its ground-truth pixel count and the class's IoU
+    (the grader's, :func:`cvaia.metrics.per_class_iou`), e.g. ``road  41.2k px  IoU 87.1``; a
+    class without ground-truth pixels is labelled ``absent`` in grey (its IoU still counts
+    0 in the mIoU when it is predicted, and 0 too when it is not: the grader averages all classes).
     """
     if normalize not in (None, "row"):
         raise ValueError(f"confusion_matrix: normalize must be None or 'row', got {normalize!r}")
@@ -634,10 +653,24 @@ def confusion_matrix(cm, class_names: Sequence[str] | None = None, normalize: st
                 cbar_kws={"label": "fraction of true-class pixels" if normalize else "pixels",
                           "shrink": 0.8})
     ax.set_xticklabels(names, rotation=60, ha="right", rotation_mode="anchor")
-    ax.set_yticklabels(names, rotation=0)
-    ax.set(xlabel="predicted class", ylabel="true class",
+    ax.set_yticklabels(_confusion_row_labels(counts, names) if row_info else names, rotation=0)
+    if row_info:
+        for tick, absent in zip(ax.get_yticklabels(), counts.sum(axis=1) == 0, strict=True):
+            if absent:
+                tick.set_color("0.55")
+    ax.set(xlabel="predicted class", ylabel="true class" + ("  (GT pixels, IoU %)" if row_info else ""),
            title=title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix (pixels)"))
     return fig
+
+
+def _confusion_row_labels(counts: np.ndarray, names: Sequence[str]) -> list[str]:
+    """``name  12.3k px  IoU 87.1`` per row; ``name  absent, IoU 0`` for a class without GT pixels."""
+    from .metrics import per_class_iou
+
+    iou = per_class_iou(counts)
+    rows = counts.sum(axis=1)
+    return [f"{nm}  absent, IoU 0" if r == 0 else f"{nm}  {_compact_count(r)} px  IoU {v:.1f}"
+            for nm, r, v in zip(names, rows, iou, strict=True)]
 
 
 def class_changes(cm_a, cm_b, class_names: Sequence[str] | None = None) -> pd.DataFrame:

@@ -224,6 +224,19 @@ def val_samples(root: str | os.PathLike, n: int) -> dict[str, Any]:
     return out
 
 
+def depth_range(*maps, lo: float = 1.0, hi: float = 99.0) -> tuple[float, float]:
+    """One colour range in metres (the ``lo``..``hi`` percentiles of the valid, > 0, values of all
+    ``maps``) for a set of depth figures, so that a colour means the same depth in each of them
+    (pass it as ``depth_vmin``/``depth_vmax`` to :func:`cvaia.plots.prediction_grid`)."""
+    import numpy as np
+
+    vals = [np.asarray(m, dtype=np.float64) for m in maps if m is not None]
+    vals = np.concatenate([v[v > 0].ravel() for v in vals]) if vals else np.zeros(0)
+    if vals.size == 0:
+        return 1.0, 100.0
+    return float(np.percentile(vals, lo)), float(np.percentile(vals, hi))
+
+
 def predictions(runs: Mapping[str, Any], rgb, task: str = "semseg") -> dict[str, Any]:
     """``{label: prediction}`` of each finished run on the uint8 images ``rgb`` (B×H×W×3)."""
     return {label: run.predict(rgb)[task] for label, run in runs.items() if run is not None}
