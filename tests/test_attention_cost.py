@@ -150,13 +150,14 @@ def test_module_timing_rows_add_up():
     model = deeplabv3p_multitask()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
-    df = module_timing(model, torch.randn(2, 3, 32, 32), repeats=1, warmup=0)
+    df = module_timing(model, torch.randn(2, 3, 32, 32), min_run_time=0.001, warmup=0)
     assert list(df["module"]) == ["encoder", "aspp.semseg", "aspp.depth", "decoder.semseg", "decoder.depth",
                                   "total (whole model)"]
     parts = df.iloc[:-1]
     assert parts["params"].sum() == df.iloc[-1]["params"] == sum(p.numel() for p in model.parameters())
     assert parts["gflops"].sum() == pytest.approx(df.iloc[-1]["gflops"], rel=0.02)  # glue: upsampling only
     assert (df["forward_ms"] > 0).all() and (df["forward_backward_ms"] > 0).all()
+    assert (df["forward_backward_iqr_ms"] >= 0).all() and (df["threads"] == torch.get_num_threads()).all()
     assert not model.training  # mode restored
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics restored
     comp = timing_comparison({"branched": df})

@@ -1,0 +1,153 @@
+"""Measurements that hold: timings, activation memory, and where a training step's time goes.
+
+- :func:`benchmark_ms`: one callable timed with :mod:`torch.utils.benchmark` (warm-up calls,
+  then ``blocked_autorange``) → median and inter-quartile range in milliseconds, at a fixed
+  thread count (the process's current one, recorded with the result).
+- :func:`saved_tensor_bytes`: bytes of the tensors autograd keeps for the backward pass
+  (:func:`torch.autograd.graph.saved_tensors_hooks`), each storage counted once — the
+  activation memory of a training step, per model, on any device. Process peak RSS cannot
+  give this: it only ever grows and counts everything the process held before.
+- :func:`training_memory`: a model's training-step memory: those activations plus weights,
+  gradients and Adam's two moments (4 × the parameter bytes).
+- :func:`step_breakdown`: per training step, the time spent waiting for the batch (reading
+  and augmenting it) vs the time of forward + loss + backward + optimizer step, measured on
+  the run's own data path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..utils import synchronize
+
+
+def benchmark_ms(fn: Callable[[], object], min_run_time: float = 0.2, warmup: int = 1,
+                 device: torch.device | str = "cpu", label: str = "") -> dict:
+    """Time ``fn()`` with :class:`torch.utils.benchmark.Timer`: ``warmup`` untimed calls, then
+    :meth:`~torch.utils.benchmark.Timer.blocked_autorange` for at least ``min_run_time`` seconds.
+
+    Returns ``{"median_ms", "iqr_ms", "runs", "threads"}``: the median of the timed blocks
+    (robust to the odd slow call on a shared machine) and their inter-quartile range (the
+    spread a reader should compare differences with). CUDA work is synchronised inside the
+    timed statement.
+    """
+    from torch.utils import benchmark
+
+    device = torch.device(device)
+
+    def call():
+        fn()
+        synchronize(device)
+
+    for _ in range(warmup):
+        call()
+    threads = torch.get_num_threads()
+    timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads, label=label)
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {"median_ms": 1000.0 * m.median, "iqr_ms": 1000.0 * m.iqr, "runs": len(m.times), "threads": threads}
+
+
+def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct tensors autograd saves for the backward pass while running ``fn()``.
+
+    Measured with :func:`torch.autograd.graph.saved_tensors_hooks` (works on any device):
+    tensors sharing a storage are counted once, and tensors sharing a storage with one of
+    ``exclude`` (pass the module's parameters: weights are kept anyway) are not counted. This
+    is the activation memory a training step must keep between forward and backward.
+    """
+    skip = {(t.untyped_storage().data_ptr(), str(t.device)) for t in exclude}
+    storages: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor):
+        s = t.untyped_storage()
+        key = (s.data_ptr(), str(t.device))
+        if key not in skip:
+            storages[key] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return int(sum(storages.values()))
+
+
+def training_memory(model: nn.Module, x: torch.Tensor, loss: Callable[[dict], torch.Tensor] | None = None) -> dict:
+    """Memory (MiB) of one training step of ``model`` on the batch ``x``.
+
+    ``activations_mib``: what autograd saves during ``model(x)`` (and ``loss(outputs)`` when
+    given), parameters excluded (:func:`saved_tensor_bytes`); ``weights_grads_adam_mib``: the
+    parameters, their gradients and Adam's two moment buffers (4 × the parameter bytes);
+    ``total_mib`` the sum. The model's training mode and BatchNorm statistics are restored.
+    """
+    params = list(model.parameters())
+    was_training = model.training
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    try:
+        def step():
+            out = model(x)
+            return loss(out) if loss is not None else out
+
+        act = saved_tensor_bytes(step, exclude=params)
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    mib = 2.0 ** 20
+    return {"activations_mib": act / mib, "weights_grads_adam_mib": 4 * param_bytes / mib,
+            "total_mib": (act + 4 * param_bytes) / mib, "batch": int(x.shape[0]), "size": int(x.shape[-1])}
+
+
+def step_breakdown(cfg, steps: int = 6, warmup: int = 2, root: str | Path | None = None) -> pd.DataFrame:
+    """Where the time of a training step goes, measured on ``cfg``'s own data path and model.
+
+    Builds the model, loss, optimizer and training data of ``cfg`` (as :func:`cvaia.train.train`
+    does, nothing is written) and runs ``warmup + steps`` steps; for each timed step it records
+    ``data_ms`` (waiting for the next batch: reading and augmenting it) and ``compute_ms``
+    (forward, loss, backward, optimizer step), each closed by a device synchronisation.
+    """
+    from ..data.train_batches import choose_data_path, training_data
+    from ..losses import MultiTaskLoss
+    from ..models import build_model
+    from ..optim import build_optimizer
+    from ..utils import seed_everything, select_device
+
+    device = select_device(cfg.device)
+    root = Path(root or cfg.dataset_root)
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(device).train()
+    loss_fn = MultiTaskLoss.from_config(cfg).to(device)
+    opt = build_optimizer(cfg, model, loss_fn, device)
+    data = training_data(cfg, root, choose_data_path(cfg, root), device)
+    rows = []
+    epoch = 0
+    while len(rows) < warmup + steps:
+        batches = iter(data.batches(epoch))
+        while len(rows) < warmup + steps:
+            synchronize(device)
+            t0 = time.perf_counter()
+            try:
+                rgb, targets = next(batches)
+            except StopIteration:
+                break
+            synchronize(device)
+            t1 = time.perf_counter()
+            total, _ = loss_fn(model(rgb), targets)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            synchronize(device)
+            t2 = time.perf_counter()
+            rows.append({"step": len(rows) + 1, "data_ms": 1000 * (t1 - t0), "compute_ms": 1000 * (t2 - t1),
+                         "batch": int(rgb.shape[0])})
+        epoch += 1
+        if epoch > warmup + steps:  # an empty data set would loop for ever
+            raise RuntimeError(f"step_breakdown: the training data of {cfg.name or cfg.model_name} gives no batches")
+    df = pd.DataFrame(rows[warmup:]).reset_index(drop=True)
+    df["data_share_%"] = 100 * df["data_ms"] / (df["data_ms"] + df["compute_ms"])
+    return df
