@@ -942,6 +942,58 @@ def prediction_comparison(rgb, preds: Mapping, gt=None, kind: str | None = None,
     return fig
 
 
+# ---- verdicts ------------------------------------------------------------------------------------
+#: Marker colour per verdict outcome (see :mod:`cvaia.experiments.verdicts`).
+OUTCOME_COLORS = {"reproduced": "#1a9641", "contradicted": "#d7191c", "inconclusive at this scale": "0.45"}
+
+
+@_styled
+def verdict_deltas(claims: Sequence[str], deltas, thresholds, outcomes: Sequence[str] | None = None,
+                   title: str = "each finding of the report against the run-to-run noise", ax=None) -> Figure:
+    """One row per claim: the measured difference in units of its noise threshold.
+
+    ``deltas`` are signed so that > 0 points the report's way; each is divided by its
+    ``thresholds`` entry (the |Δ| a difference must exceed to count), so claims measured in
+    different units (mIoU points, milliseconds) share one axis. The grey band is ±1: a dot
+    outside it is a finding (right: reproduced, left: contradicted), a dot inside it cannot be
+    told from noise. Each dot is labelled with its raw Δ and threshold. ``outcomes`` colour the
+    dots (:data:`OUTCOME_COLORS`); a missing Δ or threshold is drawn as "n/a". The axis is
+    symmetric around 0 and always shows the whole band.
+    """
+    claims = [str(c) for c in claims]
+    d = np.asarray(deltas, dtype=float)
+    t = np.asarray(thresholds, dtype=float)
+    if not (len(claims) == d.size == t.size) or not claims:
+        raise ValueError(f"verdict_deltas: need one delta and threshold per claim, got {len(claims)} claims, "
+                         f"{d.size} deltas, {t.size} thresholds")
+    outcomes = list(outcomes) if outcomes is not None else [None] * len(claims)
+    ok = np.isfinite(d) & np.isfinite(t) & (t > 0)
+    ratio = np.full(d.shape, np.nan)
+    ratio[ok] = d[ok] / t[ok]
+    fig, ax = _single_ax(ax, (8.0, 0.9 + 0.45 * len(claims)))
+    y = np.arange(len(claims))
+    ax.axvspan(-1.0, 1.0, color="0.9", zorder=0, label="noise band (|Δ| ≤ threshold)")
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    for i, (ri, oi) in enumerate(zip(ratio, outcomes, strict=True)):
+        if np.isfinite(ri):
+            ax.plot(ri, i, "o", color=OUTCOME_COLORS.get(oi, "C0"), markersize=7, markeredgecolor="k",
+                    markeredgewidth=0.5, zorder=3)
+            ax.annotate(f"Δ {d[i]:+.2f} / ±{t[i]:.2f}", (ri, i), xytext=(0, 7), textcoords="offset points",
+                        ha="center", fontsize=7)
+        else:
+            ax.annotate("n/a", (0, i), ha="center", va="center", fontsize=7, color="0.3")
+    span = max(1.0, float(np.nanmax(np.abs(ratio))) if np.isfinite(ratio).any() else 1.0)
+    ax.set_xlim(-1.25 * span, 1.25 * span)
+    ax.set_ylim(len(claims) - 0.5, -0.7)
+    ax.set_yticks(y, claims)
+    for name, color in OUTCOME_COLORS.items():
+        if name in outcomes:
+            ax.plot([], [], "o", color=color, markeredgecolor="k", markeredgewidth=0.5, label=name)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
+    ax.set(xlabel="measured difference / noise threshold (> 0: the report's direction)", title=title)
+    return fig
+
+
 # ---- attention / adaptive bins ------------------------------------------------------------------
 @_styled
 def attention_heatmaps(maps, titles: Sequence[str] | None = None, rgb=None, ncols: int = 4,

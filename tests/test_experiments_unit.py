@@ -112,20 +112,6 @@ def test_ablation_configs_add_one_ingredient_each():
         "(F,F,T) · ASPP rates 3,6,9 · skip 64"]
 
 
-def test_pretrained_encoder_of_notebook_01(monkeypatch):
-    P = params("01")
-    monkeypatch.setattr(p01, "imagenet_available", lambda encoder="resnet18": True)
-    assert p01.pretrained_encoder(P, 1e-3) == ("imagenet", "ImageNet weights from the local torch cache", None)
-    monkeypatch.setattr(p01, "imagenet_available", lambda encoder="resnet18": False)
-    calls = []
-    monkeypatch.setattr(p01, "ensure_pretrain_set", lambda P, root: Path("/data/synthetic_pretrain_seed1000"))
-    monkeypatch.setattr(p01, "pretraining_run", lambda P, root, lr: calls.append(lr) or
-                        FakeRun(name="pre", final={"steps": 6}, cfg=make_config(num_epochs=3)))
-    weights, text, run = p01.pretrained_encoder(P, 3e-4)
-    assert weights == "/runs/pre/checkpoints/last.pt" and run.name == "pre" and calls == [3e-4]
-    assert "3 epoch(s)" in text and "`synthetic_pretrain_seed1000`, 6 steps" in text
-
-
 # ---- p04 ----------------------------------------------------------------------------------------
 def test_pretrained_encoder_of_notebook_04_branches(monkeypatch, tmp_path):
     from cvaia import run_folder, runs

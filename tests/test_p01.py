@@ -1,0 +1,213 @@
+"""Notebook 01's experiment logic (cvaia.experiments.p01): shared configurations, the verdicts
+and the sentences computed from them, the training budget, the reference-code equality check.
+Nothing trains; each test takes milliseconds (the reference check about a second)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cvaia import experiments
+from cvaia.experiments import p01, verdicts
+from cvaia.experiments.verdicts import CONTRADICTED, INCONCLUSIVE, REPRODUCED
+
+
+def params(profile="smoke", **given):
+    return experiments.resolve("01", {"PROFILE": profile, "DATASET_ROOT": "/data/x", "DEVICE": "cpu", **given})
+
+
+BASE = {"miou_majority": 2.0, "miou_position": 10.0}  # learned from mIoU > 10 (and >= 4)
+
+
+def noise(values=(30.0, 31.0, 29.0)):
+    return verdicts.seed_noise("miou", values)
+
+
+# ---- one baseline shared by every experiment -----------------------------------------------------------
+@pytest.mark.parametrize("profile", ["smoke", "quick"])
+def test_the_baseline_is_a_point_of_every_experiment(profile):
+    P = params(profile)
+    lr = P.ADAM_LRS[0]
+    base = p01.base_config(P, "synthetic", optimizer_lr=lr)
+    h = base.config_hash()
+    assert base.pretrained == "synthetic" and base.tasks == ("semseg",) and base.aug_geom_reflect
+    groups = p01.all_configs(P, "synthetic", lr)
+    for name, cfgs in groups.items():
+        assert h in [c.config_hash() for c in cfgs], f"{name} does not re-use the baseline run"
+    assert groups["seeds"][0] is not None and [c.seed for c in groups["seeds"]] == list(P.SEEDS)
+    init = p01.init_configs(P, "synthetic", lr)
+    assert init["random"].pretrained == "random" and init["pretrained"].config_hash() == h
+
+
+def test_training_budget_counts_each_configuration_once():
+    P = params("quick")
+    plan = p01.training_budget(p01.all_configs(P, "synthetic", P.ADAM_LRS[0]), n_train=2000).set_index("experiment")
+    assert plan.loc["seeds", "new runs"] == 3 and plan.loc["1.2a", "new runs"] == 1  # only the random encoder
+    assert plan.loc["1.1b", "new runs"] == 3  # the baseline cell is already trained
+    assert plan.loc["total", "new runs"] == plan.drop(index="total")["new runs"].sum() == 15
+    # 600 images × 1 epoch per run; 1.1b's 2-epoch cells count twice
+    assert plan.loc["seeds", "crops"] == 3 * 600 and plan.loc["1.1b", "crops"] == 600 + 2 * 1200
+    assert plan.loc["total", "evaluations"] == 17
+    # fewer images than TRAIN_IMAGES, and whole batches only
+    small = p01.training_budget({"x": [p01.base_config(P)]}, n_train=20).set_index("experiment")
+    assert small.loc["x", "crops"] == 16
+
+
+def test_grid_note_names_what_the_profile_drops():
+    P = params("quick")
+    assert p01.grid_note(P, "SKIP_GRID") == "16, 48, 64 (the full profile: 16, 32, 48, 64 — this profile drops 32)"
+    assert p01.grid_note(P, "SEEDS") == "0, 1, 2 (the full profile: 0, 1; adds 2)"
+    assert p01.grid_note(params("full"), "CONV_GRID") == "1, 2, 3 (the course grid)"
+    assert "drops 1e-01" in p01.grid_note(P, "ADAM_LRS", p01.fmt_lr)
+
+
+# ---- verdicts -------------------------------------------------------------------------------------------------
+def test_learned_needs_twice_the_majority_and_the_position_prior():
+    assert p01.learned_miou(10.5, BASE) and not p01.learned_miou(9.9, BASE)
+    assert not p01.learned_miou(3.9, {"miou_majority": 2.0, "miou_position": math.nan})
+    assert p01.learned_miou(4.1, {"miou_majority": 2.0, "miou_position": math.nan})
+    assert not p01.learned_miou(math.nan, BASE)
+
+
+def test_with_baseline_mean_and_best_key():
+    n = noise()
+    scores = p01.with_baseline_mean({16: 29.0, 48: 50.0, 64: math.nan}, 48, n)
+    assert scores == {16: 29.0, 48: pytest.approx(30.0), 64: scores[64]} and math.isnan(scores[64])
+    assert p01.best_key(scores) == 48  # NaN ignored
+    assert p01.best_key({"a": 1.0, "b": 1.0}) == "a"  # ties: the first in order
+    assert p01.best_key({"a": math.nan}) is None
+    assert p01.with_baseline_mean({"x": 1.0}, "missing", n) == {"x": 1.0}
+
+
+def test_best_option_verdict_decides_against_the_noise_and_refuses_unlearned_runs():
+    n = noise()  # σ = 1, threshold 2·√2 ≈ 2.83
+    assert p01.best_option_verdict("64 best", {16: 30.0, 48: 30.0, 64: 34.0}, 64, n, BASE).outcome == REPRODUCED
+    assert p01.best_option_verdict("64 best", {16: 30.0, 48: 30.0, 64: 31.0}, 64, n, BASE).outcome == INCONCLUSIVE
+    assert p01.best_option_verdict("64 best", {16: 35.0, 48: 30.0, 64: 31.0}, 64, n, BASE).outcome == CONTRADICTED
+    # the expected option did not learn: no verdict, even though the rival is far ahead
+    refused = p01.best_option_verdict("64 best", {16: 35.0, 64: 5.0}, 64, n, BASE)
+    assert refused.outcome == INCONCLUSIVE and "did not clearly beat" in refused.detail
+    # a diverged option (NaN) counts as beaten and does not block the verdict
+    assert p01.best_option_verdict("a best", {"a": 34.0, "b": math.nan, "c": 30.0}, "a", n, BASE).outcome == REPRODUCED
+
+
+def test_pair_and_trend_verdicts():
+    n = noise()
+    v = p01.pair_verdict("pretrained beats random", 30.0, 20.0, n, BASE, n_a=3)
+    assert v.outcome == REPRODUCED and v.delta == pytest.approx(10.0)
+    assert v.threshold == pytest.approx(2 * math.sqrt(1 / 3 + 1))
+    assert p01.pair_verdict("x", 30.0, 32.0, n, BASE).outcome == INCONCLUSIVE
+    assert p01.pair_verdict("x", 20.0, 30.0, n, BASE).outcome == CONTRADICTED
+    assert p01.pair_verdict("x", 30.0, 8.0, n, BASE).outcome == INCONCLUSIVE  # 8 < position prior
+    assert p01.trend_verdict("up", [12.0, 20.0, 30.0], n, BASE).outcome == REPRODUCED
+    assert p01.trend_verdict("up", [12.0, 20.0, 21.0], n, BASE).outcome == INCONCLUSIVE  # the last step is noise
+    assert p01.trend_verdict("up", [12.0, 20.0, 15.0], n, BASE).outcome == CONTRADICTED
+
+
+def cost_table(times, iqrs, blocks=10):
+    return pd.DataFrame({"skip_channels": [16, 48, 64], "time_ms": times, "iqr_ms": iqrs, "blocks": blocks,
+                         "decoder_gflops_per_crop": [0.63, 0.66, 0.68]})
+
+
+def test_timing_verdict_uses_the_interquartile_ranges():
+    assert p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 12.0], [0.2] * 3), 64).outcome == CONTRADICTED
+    assert p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 10.2], [0.2] * 3), 64).outcome == INCONCLUSIVE
+    v = p01.timing_verdict("64 fastest", cost_table([12.0, 12.5, 10.0], [0.2] * 3), 64)
+    assert v.outcome == REPRODUCED and v.delta == pytest.approx(2.0) and v.threshold == pytest.approx(0.4)
+    assert "GFLOPs" in v.detail and "fastest other (16)" in v.detail
+    few = p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 30.0], [0.0] * 3, blocks=1), 64)
+    assert few.outcome == INCONCLUSIVE and "timed blocks" in few.detail
+    with pytest.raises(KeyError, match="skip_channels=32"):
+        p01.timing_verdict("32 fastest", cost_table([1.0, 2.0, 3.0], [0.1] * 3), 32)
+
+
+def test_verdict_frame_signs_deltas_and_hides_refused_verdicts():
+    n = noise()
+    vs = [p01.pair_verdict("a", 30.0, 20.0, n, BASE), p01.pair_verdict("refused", 30.0, 5.0, n, BASE),
+          p01.trend_verdict("t", [12.0, 20.0, 19.0], n, BASE),
+          p01.best_option_verdict("b", {"x": 31.0, "y": 30.0}, "y", n, BASE)]
+    f = p01.verdict_frame(vs).set_index("claim")
+    assert f.loc["a", "delta"] == pytest.approx(10.0) and f.loc["a", "judged"]
+    assert not f.loc["refused", "judged"] and math.isnan(f.loc["refused", "delta"])
+    assert f.loc["t", "delta"] == pytest.approx(-1.0)  # the weakest step decides a trend
+    assert f.loc["b", "delta"] == pytest.approx(-1.0)  # y is 1 point behind its best rival
+
+
+def test_noise_reference_lines():
+    ref = p01.noise_reference(noise())
+    vals = list(ref.values())
+    assert vals[0] == pytest.approx(30.0) and vals[1] == pytest.approx(30.0 - 2 * math.sqrt(2))
+    assert vals[2] == pytest.approx(30.0 + 2 * math.sqrt(2)) and "3 seeds" in list(ref)[0]
+
+
+# ---- descriptive numbers -------------------------------------------------------------------------------------
+def test_loss_jitter_and_early_loss():
+    h = pd.DataFrame({"step": range(1, 9), "loss": [4.0, 3.0, 2.0, 1.0, 1.0, 1.5, 1.0, 1.5]})
+    assert p01.loss_jitter(h) == pytest.approx(0.5)  # second half: 1.0 1.5 1.0 1.5
+    assert math.isnan(p01.loss_jitter(h.iloc[:3]))
+    assert p01.early_loss(h) == pytest.approx(3.5) and math.isnan(p01.early_loss(h.iloc[:0]))
+
+
+def test_boundary_accuracy():
+    gt = np.zeros((1, 8, 8), dtype=np.int64)
+    gt[:, :, 4:] = 1
+    gt[0, 0, 0] = 255
+    shifted = np.zeros_like(gt)
+    shifted[:, :, 5:] = 1  # one column wrong, right at the edge
+    t = p01.boundary_accuracy({"perfect": gt, "shifted": shifted}, gt, width=1).set_index("model")
+    assert t.loc["perfect", "boundary_acc_%"] == 100 and t.loc["perfect", "interior_acc_%"] == 100
+    assert t.loc["shifted", "boundary_acc_%"] == 50 and t.loc["shifted", "interior_acc_%"] == 100
+    assert t.loc["shifted", "boundary_pixels_%"] == pytest.approx(100 * 16 / 63)
+
+
+def test_trajectory_text_describes_the_measured_paths():
+    stats = p01.trajectory_stats(steps=60)
+    s = stats.set_index("optimizer")
+    assert s.loc["SGD lr=0.038", "theta2_sign_changes"] == 60 and s.loc["SGD lr=0.038", "theta1_overshoot"] == 0
+    assert s.loc["SGD+momentum 0.9 lr=0.01", "theta1_overshoot"] > 0.5
+    text = p01.trajectory_text(stats)
+    assert "at every step" in text and "overshoots to +0.61" in text and "fewer than plain SGD's 60" in text
+    calm = stats.copy()
+    calm.loc[1, ["theta1_overshoot", "theta2_sign_changes"]] = [0.0, 70]
+    text = p01.trajectory_text(calm)
+    assert "without overshooting" in text and "no fewer than plain SGD's 60" in text
+
+
+# ---- reference code ---------------------------------------------------------------------------------------------
+def test_reference_code_equals_the_library():
+    checks = p01.reference_checks()
+    assert len(checks) == 5 and checks["equal"].all(), checks
+    assert (checks["max_abs_diff"] < 1e-5).all()
+
+
+def test_copy_weights_refuses_a_different_module():
+    from cvaia.models import ASPP
+    from cvaia.reference import deeplab as ref
+
+    with pytest.raises(ValueError, match="tensors"):
+        p01.copy_weights(ASPP(8, 4, (1, 2)), ref.ASPP(8, 4, (1,)))
+    with pytest.raises(ValueError, match="does not fit"):
+        p01.copy_weights(ASPP(8, 4, (1,)), ref.ASPP(16, 4, (1,)))
+    torch.manual_seed(0)
+    lib = ASPP(8, 4, (1,)).eval()
+    r = p01.copy_weights(lib, ref.ASPP(8, 4, (1,))).eval()
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(lib(x), r(x))
+
+
+def test_skip_width_cost_counts_flops_and_times(monkeypatch):
+    from cvaia.experiments import measure
+
+    monkeypatch.setattr(measure, "benchmark_ms", lambda fn, **kw: fn() or {"median_ms": 1.0, "iqr_ms": 0.1,
+                                                                         "runs": 5, "threads": 1})
+    cost = p01.skip_width_cost([16, 64], crop=32, batch=2, seconds=0.01)
+    assert list(cost.skip_channels) == [16, 64]
+    # each extra skip channel adds a 3×3 input channel of the first decoder conv: 64 costs more than 16
+    extra = 2 * (64 - 16) * (9 * 256 + 64) * (32 // 4) ** 2  # 2 FLOPs per multiply-add; + the 1×1 projection
+    got = (cost.decoder_gflops_per_crop[1] - cost.decoder_gflops_per_crop[0]) * 1e9
+    assert got == pytest.approx(extra, rel=1e-6)
+    assert (cost["decoder_share_%"] > 0).all() and (cost["decoder_share_%"] < 100).all()
