@@ -119,6 +119,9 @@ class RunStoreError(OSError):
     """The run store cannot be written (a file in the way, no space left, read-only); the
     message names the store, how to point elsewhere and which checkpoint is intact."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 #: The settings that choose the run store, for messages.
 STORE_SETTING = "CVAIA_RUNS_DIR / --log_dir"

@@ -268,10 +268,32 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
+#: torch's messages when its zip writer lost bytes (a short write: a full disk or quota).
+_SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed")
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically."""
+    """``torch.save`` to ``path`` atomically.
+
+    torch reports a write that a full disk cut short as ``RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos``; that is raised as ``OSError(ENOSPC)`` naming
+    ``path`` and the free space left (``EIO`` when the device still has room, e.g. a quota).
+    """
+    import errno
+    import shutil
+
     with _atomic_target(path, "wb") as fh:
-        torch.save(obj, fh)
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:
+            if not any(s in str(exc) for s in _SHORT_WRITE):
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            written = os.fstat(fh.fileno()).st_size
+            if free < max(written, 64 * 2**20):
+                raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.0f} MiB free after "
+                                            f"{written / 2**20:.0f} MiB written)", str(path)) from exc
+            raise OSError(errno.EIO, f"the write was cut short ({exc}; a disk quota?)", str(path)) from exc
 
 
 def atomic_link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -473,10 +495,11 @@ def nvml_handle(pynvml, index: int):
     """
     uuid = _torch_uuid(index)
     if uuid is not None:
-        try:
-            return pynvml.nvmlDeviceGetHandleByUUID(uuid)
-        except Exception:
-            pass
+        for candidate in (uuid, "MIG-" + uuid[4:]) if uuid.startswith("GPU-") else (uuid,):
+            try:  # (under MIG, CUDA may report the instance's UUID without NVML's "MIG-" prefix)
+                return pynvml.nvmlDeviceGetHandleByUUID(candidate)
+            except Exception:
+                pass
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if not visible:
         return pynvml.nvmlDeviceGetHandleByIndex(index)

@@ -77,6 +77,23 @@ def test_failed_write_names_the_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_torch_short_write_on_a_full_disk_is_no_space_left(tmp_path, monkeypatch):
+    """What a full disk gives inside torch.save: its zip writer's "unexpected pos"."""
+    import errno
+    import shutil
+
+    def cut_short(obj, f, *args, **kwargs):
+        f.write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    with pytest.raises(OSError, match="No space left on device") as err:
+        utils.atomic_torch_save({}, tmp_path / "last.pt")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "last.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- a process waiting on a run lock says so -----------------------------------------------------------
 def test_waiting_for_a_lock_says_for_whom(tmp_path):
     path = tmp_path / ".lock"
@@ -400,3 +417,23 @@ def test_ctrl_c_in_the_first_epoch_leaves_nothing(tiny_root, isolated_dirs, monk
     assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS]) == 130
     assert "nothing to resume" in capsys.readouterr().err
     assert not any(isolated_dirs["runs"].iterdir())  # no stub run folder
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="address-space limit (RLIMIT_AS) as on Linux")
+def test_real_cpu_out_of_memory_is_a_message(tiny_root, tmp_path):
+    """A training step that cannot get its memory (a 5 GB address-space limit, 8 crops of 512 px)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (5 * 2**30, 5 * 2**30))
+
+    env = dict(os.environ, CVAIA_RUNS_DIR=str(tmp_path / "runs"), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "cvaia", "train", "--dataset_root", str(tiny_root),
+                           "--aug_input_crop_size", "512", "--batch_size", "8", "--num_epochs", "1",
+                           "--max_train_images", "8", "--device", "cpu", "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "out of CPU memory" in proc.stderr and "--batch_size (now 8)" in proc.stderr
+    assert "--aug_input_crop_size (now 512)" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no stub folder

@@ -67,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError, config_from_args
     from ..data.miniscapes import DatasetError
     from ..grader import GraderError
-    from ..run_folder import RunStoreError, TrainingDiverged, checkpoint_path, is_finished, run_dir_for
+    from ..run_folder import (
+        RunStoreError,
+        TrainingDiverged,
+        checkpoint_path,
+        is_finished,
+        run_dir_for,
+    )
     from ..runs import Run
     from ..train import train
 
