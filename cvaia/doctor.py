@@ -355,7 +355,11 @@ class _Doctor:
         uuid = pynvml.nvmlDeviceGetUUID(handle)
         uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
         expected = _torch_uuid(index)
-        if expected is not None and uuid != expected:
+
+        def bare(u: str) -> str:  # "GPU-…" / "MIG-…" → the UUID itself
+            return u.split("-", 1)[1] if u.startswith(("GPU-", "MIG-")) else u
+
+        if expected is not None and bare(uuid) != bare(expected):
             raise CheckFailed(f"NVML reads {uuid}, torch uses {expected}")
         meter = PowerMeter(self.device, interval=0.1).start()
         x = torch.randn(4096, 4096, device=self.device)
@@ -371,7 +375,8 @@ class _Doctor:
         from .runs import Run
 
         for m, p in self.finished.items():
-            runs[m] = Run(p).epochs.get("power_w", []).tolist()
+            epochs = Run(p).epochs
+            runs[m] = epochs["power_w"].tolist() if "power_w" in epochs else []
         return PASS, f"{watts:.0f} W under load, NVML device {uuid}", {"watts": watts, "uuid": uuid, "runs": runs}
 
     def bench(self):
