@@ -87,11 +87,16 @@ def recipe_dict(cfg: Config) -> dict[str, Any]:
     return {k: d[k] for k in sorted(set(RECIPE) - {"name"} | set(RECIPE_EXTRA))}
 
 
-def command_line(encoder: str = "resnet18", epochs: int | None = None) -> str:
+def command_line(encoder: str = "resnet18", epochs: int | None = None, until_epoch: int | None = None) -> str:
     """The command that rebuilds the shipped file."""
     extra = f" --encoder {encoder}" if encoder != "resnet18" else ""
     extra += f" --epochs {epochs}" if epochs is not None and epochs != RECIPE["num_epochs"] else ""
+    extra += f" --until_epoch {until_epoch}" if until_epoch is not None else ""
     return "python -m cvaia pretrain" + extra
+
+
+class _StopPretraining(Exception):
+    """Raised from the progress callback to stop after ``until_epoch`` (the run stays resumable)."""
 
 
 def encoder_state_fp16(model_state: dict) -> dict:
@@ -126,8 +131,20 @@ def export_encoder(run, out: str | os.PathLike, command: str, data_meta: dict | 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(state, out)
     cfg = run.config
-    final, best, summary = run.done.get("final", {}), run.best, run.done.get("summary", {})
+    epochs = run.epochs
+    rows = {int(r["epoch"]): r for r in epochs.to_dict("records")} if len(epochs) else {}
+    last_epoch = max(rows) if rows else 0
     keys = ("epoch", "miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1")
+    pick = lambda r: {k: r.get(k) for k in keys}  # noqa: E731
+    summary = run.done.get("summary", {})
+    if not summary:  # stopped before the end of the schedule (--until_epoch)
+        summary = {"steps": int(rows[last_epoch]["step"]) if rows else 0, "epochs": last_epoch,
+                   "device": run.meta.get("device"),
+                   "train_time_s": float(epochs["train_time_s"].sum()) if len(epochs) else None,
+                   "total_time_s": float(epochs["epoch_time_s"].sum()) if len(epochs) else None}
+        summary["images_per_s"] = (summary["steps"] * cfg.batch_size / summary["train_time_s"]
+                                   if summary["train_time_s"] else None)
+    final, best = pick(rows.get(last_epoch, {})), pick(rows.get(int(ckpt.get("epoch", last_epoch)), {}))
     sidecar = {
         "file": out.name,
         "sha256": file_sha256(out),
@@ -143,14 +160,16 @@ def export_encoder(run, out: str | os.PathLike, command: str, data_meta: dict | 
         "recipe": recipe_dict(cfg),
         "config": {k: v for k, v in cfg.to_dict().items() if k != "dataset_root"},
         "steps": summary.get("steps"),
+        "checkpoint_epoch": int(ckpt.get("epoch", last_epoch)),
         "epochs": summary.get("epochs"),
         "device": summary.get("device"),
         "torch_threads": torch.get_num_threads(),
         "train_time_s": summary.get("train_time_s"),
         "total_time_s": summary.get("total_time_s"),
         "images_per_s": summary.get("images_per_s"),
-        "metrics_val": {"best": {k: best.get(k) for k in keys}, "final": {k: final.get(k) for k in keys},
-                        "val_images": cfg.max_val_images},
+        "schedule_epochs": cfg.num_epochs,
+        "metrics_val": {"best": best, "final": final, "val_images": cfg.max_val_images,
+                        "per_epoch": [pick(rows[e]) for e in sorted(rows)]},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpu": platform.processor() or platform.machine()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -167,14 +186,17 @@ def read_sidecar(encoder: str = "resnet18") -> dict[str, Any]:
 
 def pretrain(encoder: str = "resnet18", out: str | os.PathLike | None = None, epochs: int | None = None,
              root: str | os.PathLike | None = None, workers: int | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
+             until_epoch: int | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Generate the pretraining set, train (resumably, through the run store), export the encoder.
 
     Returns the sidecar dict. ``out`` defaults to the shipped location. An interrupted call
     resumes where it stopped (the run store's checkpoint); a finished run is re-exported at once.
+    ``until_epoch``: train the schedule's first N epochs only (the learning-rate schedule is
+    still the whole run's, so a later call without it continues the same run to the end), then
+    export the best checkpoint so far.
     """
     from .data.synth import generate
-    from .runs import get_run
+    from .runs import get_run, load_run, run_dir_for
 
     root = Path(root) if root is not None else data_root()
     t0 = time.perf_counter()
@@ -182,11 +204,24 @@ def pretrain(encoder: str = "resnet18", out: str | os.PathLike | None = None, ep
     log(f"pretraining set ready: {root} ({time.perf_counter() - t0:.0f} s)")
     overrides = {"num_epochs": epochs} if epochs is not None else {}
     cfg = pretrain_config(root, encoder, **overrides)
-    run = get_run(cfg, train=True)
+    if until_epoch is not None and not 1 <= until_epoch <= cfg.num_epochs:
+        raise ValueError(f"--until_epoch: expected 1..{cfg.num_epochs}, got {until_epoch}")
+    path = run_dir_for(cfg)
+    done_epochs = len(load_run(path).epochs) if (path / "epochs.csv").is_file() else 0
+    if until_epoch is None or done_epochs < until_epoch:
+        def stop(row: dict) -> None:
+            if until_epoch is not None and int(row["epoch"]) >= until_epoch:
+                raise _StopPretraining
+
+        try:
+            get_run(cfg, train=True, progress=stop)
+        except _StopPretraining:
+            log(f"stopped after epoch {until_epoch} of {cfg.num_epochs} (resumable: run again to continue)")
+    run = load_run(path)
     meta_path = root / "meta.json"
     data_meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     out = Path(out) if out is not None else synthetic_weights_path(encoder)
-    sidecar = export_encoder(run, out, command_line(encoder, epochs), data_meta)
+    sidecar = export_encoder(run, out, command_line(encoder, epochs, until_epoch), data_meta)
     log(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {sidecar_path(out).name}: "
         f"val mIoU {sidecar['metrics_val']['best']['miou']}, "
         f"SI-logRMSE {sidecar['metrics_val']['best']['si_log_rmse']}")

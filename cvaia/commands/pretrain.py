@@ -12,6 +12,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="encoder to pretrain (default resnet18)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: the recipe's; the shipped file used the default)")
+    parser.add_argument("--until_epoch", type=int, default=None,
+                        help="train only the schedule's first N epochs, then export (run again without it "
+                             "to continue the same run to the end)")
     parser.add_argument("--out", default=None,
                         help="weights file to write (default: cvaia/weights/<encoder>_synthetic.pt; never overwritten)")
     parser.add_argument("--data_root", default=None,
@@ -42,14 +45,17 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         recipe = pretrain.recipe_dict(cfg)
         shipped = sidecar_path(synthetic_weights_path(args.encoder))
-        report = {"command": pretrain.command_line(args.encoder, args.epochs), "data_seed": pretrain.DATA_SEED,
+        report = {"command": pretrain.command_line(args.encoder, args.epochs, args.until_epoch),
+                  "data_seed": pretrain.DATA_SEED,
                   "data_size": pretrain.DATA_SIZE, "recipe": recipe}
         if shipped.is_file():
             stored = json.loads(shipped.read_text())
-            report["matches_shipped"] = stored.get("recipe") == recipe and \
-                stored.get("data", {}).get("seed") == pretrain.DATA_SEED
+            report["matches_shipped"] = (stored.get("recipe") == recipe
+                                         and stored.get("data", {}).get("seed") == pretrain.DATA_SEED
+                                         and stored.get("command") == report["command"])
+            report["shipped_command"] = stored.get("command")
         print(json.dumps(report, indent=2))
         return 0
     pretrain.pretrain(args.encoder, out=args.out, epochs=args.epochs, root=args.data_root,
-                      workers=args.workers)
+                      workers=args.workers, until_epoch=args.until_epoch)
     return 0
