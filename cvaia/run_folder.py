@@ -524,11 +524,12 @@ def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: Fi
 
 def remove_stub(run_dir: Path) -> bool:
     """Remove the folder of an attempt that failed before writing anything a rerun could use (no
-    checkpoint, not finished, no divergence record); True when it was removed."""
+    checkpoint file, not finished, no divergence record); True when it was removed."""
     import shutil
 
     run_dir = Path(run_dir)
-    if checkpoint_path(run_dir, "last").exists() or is_finished(run_dir) or has_diverged(run_dir):
+    ckpts = run_dir / CHECKPOINT_DIR
+    if (ckpts.is_dir() and any(ckpts.glob("*.pt"))) or is_finished(run_dir) or has_diverged(run_dir):
         return False
     try:
         shutil.rmtree(run_dir)

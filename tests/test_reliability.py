@@ -437,3 +437,52 @@ def test_real_cpu_out_of_memory_is_a_message(tiny_root, tmp_path):
     assert "out of CPU memory" in proc.stderr and "--batch_size (now 8)" in proc.stderr
     assert "--aug_input_crop_size (now 512)" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no stub folder
+
+
+# ---- real signals: kill -9 and Ctrl-C (SIGINT) of a training process ------------------------------
+def _cli_train(root, store, *extra):
+    env = dict(os.environ, CVAIA_RUNS_DIR=str(store), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    args = [sys.executable, "-m", "cvaia", "train", "--dataset_root", str(root), "--aug_input_crop_size", "64",
+            "--batch_size", "4", "--batch_size_validation", "4", "--num_epochs", "3", "--max_train_images", "8",
+            "--optimizer", "adam", "--optimizer_lr", "1e-3", "--log_every", "1", "--device", "cpu", "--quiet",
+            *extra]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(store, proc, timeout=240):
+    """The run folder once its first checkpoint (epoch 1's last.pt) is there."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        found = list(store.glob("*/checkpoints/last.pt"))
+        if found:
+            return found[0].parent.parent
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint written in time")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT"])
+def test_killed_or_interrupted_cli_run_resumes_to_the_same_result(sig, tiny_root, tmp_path):
+    import signal
+
+    from cvaia import run_folder as rf
+    from cvaia.train import train
+
+    store = tmp_path / "runs"
+    proc = _cli_train(tiny_root, store)
+    run_dir = _wait_for_checkpoint(store, proc)
+    proc.send_signal(getattr(signal, sig))  # somewhere in epoch 2 (or writing its files)
+    out, err = proc.communicate(timeout=120)
+    if sig == "SIGINT":
+        assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == -9
+    again = _cli_train(tiny_root, store)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-2000:]
+    assert rf.is_finished(run_dir) and not list(run_dir.rglob("*.tmp"))  # no temp file of the killed writer
+    whole = train(tiny_cfg(tiny_root, num_epochs=3), tmp_path / "whole").run_dir
+    a = torch.load(rf.checkpoint_path(whole, "last"), weights_only=False)["model"]
+    b = torch.load(rf.checkpoint_path(run_dir, "last"), weights_only=False)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())  # bit-identical to never stopping
