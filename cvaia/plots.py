@@ -994,6 +994,24 @@ def verdict_deltas(claims: Sequence[str], deltas, thresholds, outcomes: Sequence
     return fig
 
 
+def noise_band(fig: Figure, center: float, half_width: float, label: str = "baseline", ax=None) -> Figure:
+    """Shade the noise band ``center ± half_width`` (e.g. a baseline's seed mean ± 2σ√2) behind the
+    bars or lines of ``fig`` (its first Axes unless ``ax`` is given), with a dashed line at
+    ``center``, and add both to the legend. A bar whose top lies inside the band differs from the
+    baseline by less than the noise. Returns ``fig``."""
+    ax = ax if ax is not None else fig.axes[0]
+    c, hw = float(center), float(half_width)
+    if np.isfinite(c) and np.isfinite(hw):
+        ax.axhspan(c - hw, c + hw, color="0.6", alpha=0.25, zorder=0, linewidth=0,
+                   label=f"noise band: {c:.2f} ± {hw:.2f}")
+    if np.isfinite(c):
+        ax.axhline(c, color="0.2", linestyle="--", linewidth=1.0, zorder=1, label=f"{label}: {c:.2f}")
+    old = ax.get_legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8,
+              title=old.get_title().get_text() or None if old is not None else None)
+    return fig
+
+
 # ---- attention / adaptive bins ------------------------------------------------------------------
 @_styled
 def attention_heatmaps(maps, titles: Sequence[str] | None = None, rgb=None, ncols: int = 4,

@@ -137,11 +137,9 @@ def test_verdict_frame_signs_deltas_and_hides_refused_verdicts():
     assert f.loc["b", "delta"] == pytest.approx(-1.0)  # y is 1 point behind its best rival
 
 
-def test_noise_reference_lines():
-    ref = p01.noise_reference(noise())
-    vals = list(ref.values())
-    assert vals[0] == pytest.approx(30.0) and vals[1] == pytest.approx(30.0 - 2 * math.sqrt(2))
-    assert vals[2] == pytest.approx(30.0 + 2 * math.sqrt(2)) and "3 seeds" in list(ref)[0]
+def test_noise_band():
+    center, half, label = p01.noise_band(noise())
+    assert center == pytest.approx(30.0) and half == pytest.approx(2 * math.sqrt(2)) and "3 seeds" in label
 
 
 # ---- descriptive numbers -------------------------------------------------------------------------------------
@@ -211,3 +209,25 @@ def test_skip_width_cost_counts_flops_and_times(monkeypatch):
     got = (cost.decoder_gflops_per_crop[1] - cost.decoder_gflops_per_crop[0]) * 1e9
     assert got == pytest.approx(extra, rel=1e-6)
     assert (cost["decoder_share_%"] > 0).all() and (cost["decoder_share_%"] < 100).all()
+
+
+# ---- notebook 01's figures -------------------------------------------------------------------------------------
+def test_noise_band_and_verdict_chart():
+    from cvaia import plots
+
+    fig = plots.bars({"a": 10.0, "b": 12.0}, ylabel="mIoU")
+    plots.noise_band(fig, 11.0, 1.5, "baseline")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "noise band: 11.00 ± 1.50" in labels and "baseline: 11.00" in labels
+    assert ax.get_ylim()[0] == 0  # bars keep their zero baseline
+    fig = plots.verdict_deltas(["found", "noise", "refused"], [3.0, 0.5, float("nan")], [1.5, 1.0, 2.0],
+                               [REPRODUCED, INCONCLUSIVE, INCONCLUSIVE])
+    ax = fig.axes[0]
+    xs = sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 1)
+    assert xs == [0.5, 2.0]  # Δ / threshold: one dot per judged claim
+    lo, hi = ax.get_xlim()
+    assert lo == -hi and hi >= 2.0  # symmetric, shows every dot and the ±1 band
+    assert "n/a" in [t.get_text() for t in ax.texts]
+    with pytest.raises(ValueError, match="one delta and threshold per claim"):
+        plots.verdict_deltas(["a"], [1.0, 2.0], [1.0])

@@ -410,12 +410,11 @@ def best_key(scores: Mapping[Any, float]) -> Any:
     return next(k for k, v in items if v == top)
 
 
-def noise_reference(noise, label: str = "baseline") -> dict[str, float]:
-    """Dashed reference lines for a bar chart: the baseline's seed mean and the band ±2σ·√2
-    around it (a single run outside the band differs from the baseline by more than the noise)."""
-    thr = noise.threshold(1, 1)
-    return {f"{label}: mean of {noise.n} seeds": noise.mean, f"mean − 2σ√2 (σ = {noise.std:.2f})": noise.mean - thr,
-            "mean + 2σ√2": noise.mean + thr}
+def noise_band(noise) -> tuple[float, float, str]:
+    """``(center, half width, label)`` of the baseline's noise band for :func:`cvaia.plots.noise_band`:
+    its seed mean ± 2σ·√2 (a single run outside the band differs from one baseline run by more
+    than the noise)."""
+    return noise.mean, noise.threshold(1, 1), f"baseline, mean of {noise.n} seeds (σ = {noise.std:.2f})"
 
 
 def report_direction_delta(v: V.Verdict) -> float:
