@@ -34,13 +34,15 @@ PROFILES = {
               "MEMORY_BATCH": 1},
     # learns within ~4 min on the idle 2-core machine: 3 seeds of the fixed-weight baseline, the
     # uncertainty-weighted and the cross-attention model, 1 epoch of 400 crops of 64² each
-    # (5 × 400 crops, 5 + 1 (flip TTA) evaluations of 100 validation images). DWA is dropped:
-    # it weights by the loss ratio of the last two epochs, so before epoch 3 it *is* the fixed
-    # weighting (1/1 instead of 0.5/0.5, which Adam does not see).
-    "quick": {"EPOCHS": 1, "TRAIN_IMAGES": 400, "VAL_IMAGES": 100, "TEST_IMAGES": 40, "SEEDS": [0, 1, 2],
-              "CROP_SIZE": 64, "BATCH_SIZE": 8, "LR": 1e-3, "NUM_BINS": 64, "DIM": 256, "NUM_HEADS": 4,
+    # (5 × 400 crops, 5 + 1 (flip TTA) evaluations of 100 validation images, 25 graded test
+    # images). lr 2e-4: in an 80-step A/B of the transformer model it gave mIoU 21.0 vs 18.4 at
+    # lr 1e-3 with a similar SI-logRMSE (49.1 vs 46.9), and its bins never reach the 300 m clamp.
+    # DWA is dropped: it weights by the loss ratio of the last two epochs, so before epoch 3 it
+    # *is* the fixed weighting (1/1 instead of 0.5/0.5, which Adam does not see).
+    "quick": {"EPOCHS": 1, "TRAIN_IMAGES": 400, "VAL_IMAGES": 100, "TEST_IMAGES": 25, "SEEDS": [0, 1, 2],
+              "CROP_SIZE": 64, "BATCH_SIZE": 8, "LR": 2e-4, "NUM_BINS": 64, "DIM": 256, "NUM_HEADS": 4,
               "NUM_LAYERS": 2, "CROSS_DIM": 256, "CROSS_LAYERS": 2, "WEIGHTINGS": ["fixed", "uncertainty"],
-              "MEMORY_BATCH": 2},
+              "MEMORY_BATCH": 1},
     # the report's setting: 2 epochs; the cross-attention head at the width that ran out of memory
     "full": {"EPOCHS": 2, "TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "TEST_IMAGES": 0, "SEEDS": [0, 1], "CROP_SIZE": 256,
              "BATCH_SIZE": 8, "LR": 1e-4, "NUM_BINS": 64, "DIM": 256, "NUM_HEADS": 4, "NUM_LAYERS": 2,
