@@ -10,20 +10,26 @@ one multi-head self-attention layer (:class:`cvaia.models.SelfAttention`) does
 So the cost is ``O(B·N²·D + B·N·D²)`` and **the number of heads does not change it**: more
 heads means more, but thinner, matrix products. (Only the softmax, ``O(B·H·N²)`` exponentials,
 grows with ``H``; it is not a matrix product and is left out of :func:`attention_flops`.)
+Over a finite range the FLOPs are *not* ``∝ N²``: their local exponent is
+``d log F / d log N = (2N + 2D) / (N + 2D)`` (:func:`flops_exponent`), 4/3 at ``N = D`` and
+only approaching 2 once ``N ≫ 2D``.
 
 Memory is where ``H`` shows up: the explicit path ``softmax(QKᵀ/√d)·V`` materialises a
-``B×H×N×N`` attention matrix (and keeps it, plus the dropout mask, for the backward pass),
-i.e. ``B·H·N²·4`` bytes per copy in fp32. Fused kernels such as
+``B×H×N×N`` attention matrix and keeps it for the backward pass (``B·H·N²·4`` bytes in fp32,
+:func:`attention_matrix_bytes`). Fused kernels such as
 :func:`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient attention)
-compute the same result block by block and never store the full matrix.
+compute the same result block by block and keep only ``O(B·H·N)`` softmax statistics.
 
-:func:`measure` times one configuration; :func:`sweep` varies one of ``N, D, H, B`` around a
-base point; :func:`cost_table` runs the four sweeps; :func:`fit_exponent` fits
-``time ∝ x^k`` on a log-log scale. Peak memory is *measured* on CUDA
-(``torch.cuda.max_memory_allocated``); on the CPU there is no reliable per-call peak
-(allocator caching, tracemalloc does not see torch's allocations), so the tables give the
-**analytic** activation memory in its own, clearly named columns and leave the measured
-column empty.
+Measurements:
+
+- time with :mod:`torch.utils.benchmark` (``Timer`` with a fixed thread count, the first
+  round's ``blocked_autorange`` doubles as warm-up); the median and the inter-quartile range
+  of the block times are reported. :func:`cost_table` measures every distinct configuration
+  **once per round**, all configurations interleaved round after round, so a sweep's shared
+  base point is one measurement (it cannot differ between sweeps) and a slow spell of a shared
+  machine spreads over all points instead of biasing one sweep;
+- memory with saved-tensor hooks (:func:`saved_tensor_bytes`): the bytes autograd keeps for
+  the backward pass, on any device; on CUDA also ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .utils import best_time_s, synchronize
+from .utils import synchronize
 
 BYTES_FP32 = 4
 MIB = 2.0 ** 20
+SIZES = ("B", "N", "D", "H")
 
 #: The base point of :func:`cost_table`'s sweeps (the adaptive-depth head's 64 bins, dim 256).
 DEFAULT_BASE = {"B": 4, "N": 256, "D": 256, "H": 4}
@@ -79,36 +86,21 @@ def attention_flops_breakdown(B: int, N: int, D: int) -> dict[str, int]:
 def attention_flops(B: int, N: int, D: int) -> int:
     """Total forward FLOPs of one self-attention layer: ``4·B·N²·D + 8·B·N·D²``.
 
-    The ``N²`` term (scores and weighted sum) dominates once ``N > 2·D``.
+    The ``N²`` term (scores and weighted sum) is the larger one once ``N > 2·D``.
     """
     return attention_flops_breakdown(B, N, D)["total"]
+
+
+def flops_exponent(N: float, D: float) -> float:
+    """The local exponent ``d log F / d log N = (2N + 2D) / (N + 2D)`` of the FLOPs in N at
+    width ``D``: 1 for ``N ≪ D``, 4/3 at ``N = D``, 3/2 at ``N = 2D``, → 2 for ``N ≫ 2D``."""
+    return (2.0 * N + 2.0 * D) / (N + 2.0 * D)
 
 
 def attention_matrix_bytes(B: int, N: int, H: int, bytes_per_element: int = BYTES_FP32) -> int:
     """Size of one ``B×H×N×N`` attention matrix (``B·H·N²·4`` bytes in fp32)."""
     _check_sizes(B=B, N=N, H=H)
     return int(B) * int(H) * int(N) ** 2 * bytes_per_element
-
-
-def activation_bytes(B: int, N: int, D: int, H: int, impl: str = "explicit", backward: bool = True,
-                     bytes_per_element: int = BYTES_FP32) -> int:
-    """Analytic activation memory of one self-attention layer (what autograd keeps).
-
-    Token-sized tensors: the normalised input, Q, K, V, the attention output and the
-    projection output — ``6·B·N·D`` elements. The explicit path adds the ``B×H×N×N`` scores
-    and softmax weights (two copies; a third, the dropout mask, is ignored), and with
-    ``backward`` the same again for their gradients at the peak. The fused path
-    (``impl="fast"``) stores no ``N×N`` matrix: only ``O(B·H·N)`` softmax statistics.
-    """
-    _check_sizes(B=B, N=N, D=D, H=H)
-    if impl not in IMPLS:
-        raise ValueError(f"attention cost: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    tokens = 6 * B * N * D
-    if impl == "explicit":
-        square = 2 * B * H * N * N * (2 if backward else 1)
-    else:
-        square = B * H * N
-    return (tokens + square) * bytes_per_element
 
 
 # ---- measurement ---------------------------------------------------------------------------
@@ -128,107 +120,191 @@ def build_attention(D: int, H: int, impl: str, dropout: float = 0.0) -> torch.nn
     return SelfAttention(D, num_heads=H, dropout=dropout, impl=impl)
 
 
-def measure(B: int, N: int, D: int, H: int, impl: str = "fast", mode: str = "forward",
-            repeats: int = 3, warmup: int = 1, device: str | torch.device | None = None,
-            seed: int = 0) -> dict:
-    """Time one self-attention configuration: the fastest of ``repeats`` calls after ``warmup``
-    (the minimum is the least disturbed by other processes sharing the CPU).
+def saved_tensor_bytes(fn, exclude: Iterable[torch.Tensor] = ()) -> int:
+    """Bytes of the distinct tensors autograd saves for the backward pass while running ``fn()``.
 
-    ``mode``: "forward" (under ``torch.no_grad``) or "forward+backward". Returns a dict with
-    the sizes, ``time_ms``, the analytic ``flops``, ``gflops_per_s``, the analytic
-    ``attn_matrix_mib`` and ``activation_mib_analytic``, ``peak_mib_measured`` (CUDA only,
-    else NaN) and ``memory_source`` saying which of the two a plot should trust.
+    Measured with :func:`torch.autograd.graph.saved_tensors_hooks` (any device): tensors that
+    share a storage (views, the same tensor saved twice) count once, and storages of
+    ``exclude`` (pass the parameters: weights are kept anyway) are not counted.
     """
-    _check_sizes(B=B, N=N, D=D, H=H, repeats=repeats)
-    if mode not in MODES:
-        raise ValueError(f"attention cost: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    device = resolve_device(device)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layer = build_attention(D, H, impl).to(device).eval()
-    x = torch.randn(B, N, D, generator=gen).to(device)
-    backward = mode == "forward+backward"
-    if backward:
-        x.requires_grad_(True)
+    skip = {(t.untyped_storage().data_ptr(), str(t.device)) for t in exclude}
+    storages: dict[tuple[int, str], int] = {}
 
-    def step() -> None:
-        if backward:
-            layer(x).sum().backward()
-            x.grad = None
-            layer.zero_grad(set_to_none=True)
-        else:
-            with torch.no_grad():
-                layer(x)
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        key = (s.data_ptr(), str(t.device))
+        if key not in skip:
+            storages[key] = s.nbytes()
+        return t
 
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    peak = float("nan")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    seconds = best_time_s(step, repeats, device)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated(device) - base) / MIB
-    flops = attention_flops(B, N, D) * (3 if backward else 1)  # backward ≈ 2× forward
-    return {
-        "B": int(B), "N": int(N), "D": int(D), "H": int(H), "impl": impl, "mode": mode,
-        "device": str(device),
-        "time_ms": 1000.0 * seconds,
-        "flops": flops,
-        "gflops_per_s": flops / seconds / 1e9 if seconds > 0 else float("nan"),
-        "attn_matrix_mib": attention_matrix_bytes(B, N, H) / MIB,
-        "activation_mib_analytic": activation_bytes(B, N, D, H, impl, backward) / MIB,
-        "peak_mib_measured": peak,
-        "memory_source": "cuda max_memory_allocated" if device.type == "cuda" else "analytic (CPU)",
-    }
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return int(sum(storages.values()))
 
 
-def sweep(vary: str, values: Iterable[int], base: Mapping[str, int] | None = None,
-          impls: Sequence[str] = IMPLS, modes: Sequence[str] = MODES, repeats: int = 3,
-          device: str | torch.device | None = None) -> pd.DataFrame:
-    """Measure while ``vary`` (one of "N", "D", "H", "B") takes ``values``, the rest at ``base``.
-
-    One row per (value, impl, mode); column ``vary`` names the swept size.
-    """
-    base = dict(DEFAULT_BASE if base is None else base)
-    if vary not in DEFAULT_BASE:
-        raise ValueError(f"attention cost: vary must be one of N, D, H, B, got {vary!r}")
-    missing = [k for k in DEFAULT_BASE if k not in base]
-    if missing:
-        raise ValueError(f"attention cost: base lacks {', '.join(missing)} (expected keys B, N, D, H)")
+def _check_choices(impls: Sequence[str], modes: Sequence[str]) -> None:
     for impl in impls:
         if impl not in IMPLS:
             raise ValueError(f"attention cost: impl must be one of {', '.join(IMPLS)}, got {impl!r}")
-    rows = []
-    for value in values:
-        sizes = {**base, vary: int(value)}
-        if sizes["D"] % sizes["H"]:
-            raise ValueError(f"attention cost: sweep over {vary}: D={sizes['D']} is not divisible "
-                             f"by H={sizes['H']}")
-        for impl in impls:
-            for mode in modes:
-                row = measure(sizes["B"], sizes["N"], sizes["D"], sizes["H"], impl=impl, mode=mode,
-                              repeats=repeats, device=device)
-                rows.append({"vary": vary, **row})
-    return pd.DataFrame(rows)
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"attention cost: mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+class _Case:
+    """One configuration (sizes, impl, mode) ready to time: the layer, its input, the step."""
+
+    def __init__(self, sizes: Mapping[str, int], impl: str, mode: str, device: torch.device, seed: int) -> None:
+        B, N, D, H = (int(sizes[k]) for k in SIZES)
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.layer = build_attention(D, H, impl).to(device).eval()
+        self.x = torch.randn(B, N, D, generator=gen).to(device)
+        self.backward = mode == "forward+backward"
+        self.device = device
+        if self.backward:
+            self.x.requires_grad_(True)
+
+    def step(self) -> None:
+        if self.backward:
+            self.layer(self.x).sum().backward()
+            self.x.grad = None
+            self.layer.zero_grad(set_to_none=True)
+        else:
+            with torch.no_grad():
+                self.layer(self.x)
+        synchronize(self.device)
+
+    def saved_bytes(self) -> int:
+        """What one forward (with autograd on) keeps for the backward pass, weights excluded."""
+        x = self.x.detach().requires_grad_(True)
+        return saved_tensor_bytes(lambda: self.layer(x), exclude=list(self.layer.parameters()))
+
+
+def _timer(case: _Case, threads: int):
+    from torch.utils import benchmark
+
+    return benchmark.Timer(stmt="step()", globals={"step": case.step}, num_threads=threads)
+
+
+def _block_times(timer, number: int, min_run_time: float) -> list[float]:
+    """Per-call seconds of blocks of ``number`` calls until ``min_run_time`` is spent (≥ 1 block)."""
+    times: list[float] = []
+    spent = 0.0
+    while spent < min_run_time or not times:
+        per_call = timer.timeit(number).median
+        times.append(per_call)
+        spent += per_call * number
+    return times
 
 
 def cost_table(grid: Mapping[str, Iterable[int]] | None = None, base: Mapping[str, int] | None = None,
-               impls: Sequence[str] = IMPLS, modes: Sequence[str] = MODES, repeats: int = 3,
-               device: str | torch.device | None = None) -> pd.DataFrame:
-    """The four sweeps (N, D, H, B around ``base``) in one long DataFrame."""
+               impls: Sequence[str] = IMPLS, modes: Sequence[str] = MODES, rounds: int = 2,
+               min_run_time: float = 0.1, threads: int | None = None,
+               device: str | torch.device | None = None, seed: int = 0) -> pd.DataFrame:
+    """Time and memory of :class:`~cvaia.models.SelfAttention` while each of N, D, H, B varies
+    around ``base`` (one sweep per key of ``grid``), in one long DataFrame.
+
+    Every distinct (sizes, impl, mode) is measured once per round, the rounds interleave all of
+    them, and each sweep's rows read the same measurements (so the base point is identical in
+    every sweep). Per round: :mod:`torch.utils.benchmark` blocks for at least ``min_run_time``
+    seconds (round 1: ``blocked_autorange``, which also warms up and picks the block size). The
+    rows give the ``time_ms`` median, ``time_iqr_ms`` and the quartiles over all blocks of all
+    rounds, ``threads``, the analytic ``flops`` and ``attn_matrix_mib``, the measured
+    ``saved_mib`` (saved-tensor hooks: what one forward keeps for backward, weights excluded)
+    and ``peak_mib_cuda`` (CUDA only, else NaN).
+    """
     grid = DEFAULT_GRID if grid is None else grid
-    frames = [sweep(vary, values, base, impls, modes, repeats, device) for vary, values in grid.items()]
-    return pd.concat(frames, ignore_index=True)
+    base = dict(DEFAULT_BASE if base is None else base)
+    missing = [k for k in SIZES if k not in base]
+    if missing:
+        raise ValueError(f"attention cost: base lacks {', '.join(missing)} (expected keys B, N, D, H)")
+    _check_choices(impls, modes)
+    if int(rounds) < 1:
+        raise ValueError(f"attention cost: rounds must be >= 1, got {rounds!r}")
+    device = resolve_device(device)
+    threads = int(threads or torch.get_num_threads())
+
+    sweeps: list[tuple[str, int, tuple[int, ...]]] = []  # (vary, value, sizes)
+    for vary, values in grid.items():
+        if vary not in SIZES:
+            raise ValueError(f"attention cost: vary must be one of N, D, H, B, got {vary!r}")
+        for value in values:
+            sizes = {**base, vary: int(value)}
+            _check_sizes(**sizes)
+            if sizes["D"] % sizes["H"]:
+                raise ValueError(f"attention cost: sweep over {vary}: D={sizes['D']} is not divisible "
+                                 f"by H={sizes['H']}")
+            sweeps.append((vary, int(value), tuple(sizes[k] for k in SIZES)))
+    points = list(dict.fromkeys(s for _, _, s in sweeps))  # distinct sizes, first-seen order
+    keys = [(p, impl, mode) for p in points for impl in impls for mode in modes]
+
+    times: dict = {k: [] for k in keys}
+    number: dict = {}
+    saved: dict = {}
+    peak: dict = {}
+    for r in range(int(rounds)):
+        for key in keys:
+            sizes, impl, mode = key
+            case = _Case(dict(zip(SIZES, sizes, strict=True)), impl, mode, device, seed)
+            timer = _timer(case, threads)
+            if r == 0:
+                m = timer.blocked_autorange(min_run_time=min_run_time)
+                number[key] = m.number_per_run
+                times[key] += list(m.times)
+                if (sizes, impl) not in saved:
+                    saved[(sizes, impl)] = case.saved_bytes()
+                if device.type == "cuda" and mode == "forward+backward":
+                    torch.cuda.reset_peak_memory_stats(device)
+                    before = torch.cuda.memory_allocated(device)
+                    case.step()
+                    peak[key] = (torch.cuda.max_memory_allocated(device) - before) / MIB
+            else:
+                times[key] += _block_times(timer, number[key], min_run_time)
+            del case, timer
+
+    rows = []
+    for vary, _value, sizes in sweeps:
+        B, N, D, H = sizes
+        for impl in impls:
+            for mode in modes:
+                key = (sizes, impl, mode)
+                t = np.asarray(times[key]) * 1000.0
+                q25, med, q75 = (float(v) for v in np.percentile(t, [25, 50, 75]))
+                flops = attention_flops(B, N, D) * (3 if mode == "forward+backward" else 1)  # backward ≈ 2× forward
+                rows.append({
+                    "vary": vary, "B": B, "N": N, "D": D, "H": H, "impl": impl, "mode": mode,
+                    "device": str(device), "threads": threads,
+                    "time_ms": med, "time_iqr_ms": q75 - q25, "time_q25_ms": q25, "time_q75_ms": q75,
+                    "blocks": int(t.size), "calls_per_block": int(number[key]),
+                    "flops": flops, "gflops_per_s": flops / (med / 1000.0) / 1e9 if med > 0 else math.nan,
+                    "attn_matrix_mib": attention_matrix_bytes(B, N, H) / MIB,
+                    "saved_mib": saved[(sizes, impl)] / MIB,
+                    "peak_mib_cuda": peak.get(key, math.nan),
+                })
+    return pd.DataFrame(rows)
+
+
+def sweep(vary: str, values: Iterable[int], base: Mapping[str, int] | None = None, **kwargs) -> pd.DataFrame:
+    """One sweep of :func:`cost_table`: ``vary`` (one of "N", "D", "H", "B") takes ``values``."""
+    if vary not in SIZES:
+        raise ValueError(f"attention cost: vary must be one of N, D, H, B, got {vary!r}")
+    return cost_table({vary: list(values)}, base, **kwargs)
+
+
+def base_point_agreement(df: pd.DataFrame, base: Mapping[str, int]) -> pd.DataFrame:
+    """The base point's ``time_ms`` in every sweep (one row per sweep, impl and mode): identical
+    by construction in :func:`cost_table`; the table shows it."""
+    mask = np.logical_and.reduce([df[k] == int(base[k]) for k in SIZES])
+    part = df[mask]
+    return part.pivot_table(index=["impl", "mode"], columns="vary", values="time_ms").reset_index()
 
 
 def fit_exponent(df: pd.DataFrame, x: str = "N", y: str = "time_ms", last: int | None = None) -> float:
     """Slope ``k`` of ``log y = k·log x + c`` (least squares), i.e. ``y ∝ x^k``.
 
     ``df`` holds one curve (filter impl/mode first); ``last`` keeps only the ``last`` largest
-    ``x`` values, where the leading term dominates (for attention vs N, k → 2).
+    ``x`` values.
     """
     if x not in df or y not in df:
         raise ValueError(f"fit_exponent: columns {x!r} and {y!r} expected, got {list(df.columns)}")
@@ -244,25 +320,34 @@ def fit_exponent(df: pd.DataFrame, x: str = "N", y: str = "time_ms", last: int |
 
 
 def exponents(df: pd.DataFrame, last: int | None = 3) -> pd.DataFrame:
-    """Fitted time exponents of every (vary, impl, mode) curve of :func:`cost_table`."""
+    """Fitted exponents of time, FLOPs and saved memory for every (vary, impl, mode) curve of
+    :func:`cost_table`, over the ``last`` largest values (``x_from``..``x_to``)."""
     rows = []
     for (vary, impl, mode), part in df.groupby(["vary", "impl", "mode"], sort=True):
-        if part[vary].nunique() < 2:
+        xs = np.sort(part[vary].unique())
+        if xs.size < 2:
             continue
-        rows.append({"vary": vary, "impl": impl, "mode": mode,
+        used = xs if last is None else xs[-int(last):]
+        rows.append({"vary": vary, "impl": impl, "mode": mode, "x_from": int(used[0]), "x_to": int(used[-1]),
                      "k_time": fit_exponent(part, vary, "time_ms", last),
-                     "k_flops": fit_exponent(part, vary, "flops", last)})
+                     "k_flops": fit_exponent(part, vary, "flops", last),
+                     "k_saved_memory": fit_exponent(part, vary, "saved_mib", last)})
     return pd.DataFrame(rows)
 
 
 def explicit_vs_fast(df: pd.DataFrame) -> pd.DataFrame:
-    """Speed-up of the fused path over the explicit one for each measured point."""
+    """Speed-up of the fused path over the explicit one for each measured point (with both IQRs)."""
     keys = ["vary", "B", "N", "D", "H", "mode"]
-    wide = df.pivot_table(index=keys, columns="impl", values="time_ms").reset_index()
-    if not set(IMPLS) <= set(wide.columns):
+    wide = df.pivot_table(index=keys, columns="impl", values=["time_ms", "time_iqr_ms"]).reset_index()
+    if not set(IMPLS) <= set(wide["time_ms"].columns):
         raise ValueError("explicit_vs_fast: the table needs both impl='explicit' and impl='fast' rows")
-    wide["speedup"] = wide["explicit"] / wide["fast"]
-    return wide
+    out = wide[keys].copy()
+    out.columns = keys
+    for impl in IMPLS:
+        out[impl] = wide["time_ms"][impl].to_numpy()
+        out[f"{impl}_iqr"] = wide["time_iqr_ms"][impl].to_numpy()
+    out["speedup"] = out["explicit"] / out["fast"]
+    return out
 
 
 def softmax_rank_demo(N: int = 64, d: int = 8, seed: int = 0) -> dict[str, float]:

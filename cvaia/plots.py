@@ -890,12 +890,14 @@ def prediction_grid(rgb, semseg_gt=None, semseg_pred=None, depth_gt=None, depth_
 def prediction_comparison(rgb, preds: Mapping, gt=None, kind: str | None = None,
                           max_samples: int = 4, depth_log: bool = True,
                           depth_cmap: str = DEPTH_CMAP, title: str | None = None,
-                          panel_width: float = 3.0) -> Figure:
+                          panel_width: float = 3.0, depth_vmin: float | None = None,
+                          depth_vmax: float | None = None) -> Figure:
     """Several models' predictions side by side: columns rgb / GT / one per model, rows = samples.
 
     ``preds`` maps a model label to its semseg ids (or N×C×H×W logits) or its depth in metres;
     ``kind`` ("semseg" or "depth") is inferred from the first prediction when omitted (integer
-    ids or 4-D logits with C > 1 → semseg). Depth columns share one colour scale.
+    ids or 4-D logits with C > 1 → semseg). Depth columns share one colour scale (1..99 % of
+    their valid values, or ``depth_vmin``/``depth_vmax``: pass the same to every figure of a set).
     """
     if not isinstance(preds, Mapping) or not preds:
         raise ValueError("prediction_comparison: preds must be a non-empty dict {model: prediction}")
@@ -919,7 +921,8 @@ def prediction_comparison(rgb, preds: Mapping, gt=None, kind: str | None = None,
         _check_batch(n, a, label)
         if a.shape[1:3] != (h, w):
             raise ValueError(f"prediction_comparison: {label}: size {a.shape[1:3]} differs from rgb {(h, w)}")
-    norm = _depth_norm([m for _, a in cols[1:] for m in a], log=depth_log) if kind == "depth" else None
+    norm = _depth_norm([m for _, a in cols[1:] for m in a], depth_vmin, depth_vmax, depth_log) \
+        if kind == "depth" else None
     fig, axes = _figure(n, len(cols), figsize=(panel_width * len(cols) + (0.8 if norm else 0),
                                                panel_width * h / w * n + 0.6), squeeze=False)
     im = None
@@ -1097,14 +1100,16 @@ def pixel_distribution(probs, bin_depths, pixel: tuple[int, int],
 @_styled
 def bin_probabilities(probs, bin_depths, pixel: tuple[int, int] | None = None, rgb=None, depth=None,
                       bins: Sequence[int] | None = None, n_bins_shown: int = 3,
-                      cmap: str = "viridis", title: str | None = None) -> Figure:
+                      cmap: str = "viridis", title: str | None = None, gt=None) -> Figure:
     """Adaptive-bins inspection: probability maps of a few bins and the distribution at a pixel.
 
     Top row: the image (``rgb``, else the most likely bin per cell) with the pixel marked, then
     the probability maps of ``bins`` (default: the ``n_bins_shown`` most likely bins at the
-    pixel). Bottom: the pixel's probabilities over the bin depths (stems at each bin centre)
-    with the expected depth Σ p·d and, when ``depth`` (H×W metres) is given, the model's
-    depth at that pixel. ``pixel`` is ``(y, x)`` in the image when ``rgb``/``depth`` is given,
+    pixel), ordered near → far and titled with their rank by depth. Bottom: the pixel's
+    probabilities over the bins sorted by depth (stems at each bin centre, depth ticks
+    labelled in metres) with the expected depth Σ p·d, the model's depth at that pixel when
+    ``depth`` (H×W metres) is given, and the ground truth there when ``gt`` (H×W metres, 0 =
+    invalid) is given. ``pixel`` is ``(y, x)`` in the image when ``rgb``/``depth`` is given,
     else in the probability grid (default: the centre).
     """
     p, d = _bins_inputs(probs, bin_depths)
@@ -1130,6 +1135,11 @@ def bin_probabilities(probs, bin_depths, pixel: tuple[int, int] | None = None, r
     for b in bins:
         if not 0 <= b < n:
             raise ValueError(f"bin_probabilities: bin {b} out of range 0..{n - 1}")
+    rank = {int(b): r + 1 for r, b in enumerate(dist["order"])}  # 1 = nearest bin
+    bins = sorted(bins, key=lambda b: rank[b])
+    gt_map = _as_maps(gt, "gt")[0] if gt is not None else None
+    if gt_map is not None and gt_map.shape != (H, W):
+        raise ValueError(f"gt: size {gt_map.shape} differs from the image {(H, W)}")
 
     ncols = 1 + len(bins)
     fig = _NotebookFigure(figsize=(3.2 * ncols, 3.2 * H / W + 3.2), layout="constrained")
@@ -1146,7 +1156,7 @@ def bin_probabilities(probs, bin_depths, pixel: tuple[int, int] | None = None, r
         ax = fig.add_subplot(gs[0, 1 + j])
         im = ax.imshow(p[b], cmap=cmap, vmin=0, vmax=max(float(p[b].max()), 1e-6), extent=(0, W, H, 0))
         ax.plot([x], [y], marker="+", color="red", markersize=12, markeredgewidth=2)
-        ax.set_title(f"bin {b}: {d[b]:.1f} m")
+        ax.set_title(f"bin {b} ({rank[b]}/{n} by depth): {d[b]:.1f} m")
         fig.colorbar(im, ax=ax, shrink=0.8, label="probability")
     for ax in fig.axes:
         ax.set_xticks([])
@@ -1158,11 +1168,25 @@ def bin_probabilities(probs, bin_depths, pixel: tuple[int, int] | None = None, r
     if depth_map is not None:
         dv = float(depth_map[y, x])
         axd.axvline(dv, color="C2", linestyle=":", label=f"predicted depth {dv:.2f} m")
+    if gt_map is not None:
+        gv = float(gt_map[y, x])
+        if np.isfinite(gv) and gv > 0:
+            axd.axvline(gv, color="k", linestyle="-", linewidth=1.5, label=f"ground truth {gv:.2f} m")
+        else:
+            axd.plot([], [], " ", label="ground truth: none at this pixel")
     pos = dist["depths"][dist["depths"] > 0]
     if pos.size and pos.max() / pos.min() > 20:
+        import matplotlib.ticker as mticker
+
         axd.set_xscale("log")
-    axd.set(xlabel="bin depth [m]", ylabel="probability", ylim=(0, max(1e-6, dist["probs"].max()) * 1.15),
-            title=f"bin distribution at pixel (y={y}, x={x})")
+        lo, hi = float(pos.min()), float(pos.max())
+        decades = 10.0 ** np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+        ticks = [t for t in np.outer(decades, [1, 2, 5]).ravel() if lo / 1.5 <= t <= hi * 1.5]
+        axd.xaxis.set_major_locator(mticker.FixedLocator(ticks))
+        axd.xaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
+        axd.xaxis.set_minor_formatter(mticker.NullFormatter())
+    axd.set(xlabel="bin depth [m] (bins sorted by depth)", ylabel="probability",
+            ylim=(0, max(1e-6, dist["probs"].max()) * 1.15), title=f"bin distribution at pixel (y={y}, x={x})")
     axd.legend(loc="best")
     if title:
         fig.suptitle(title)
@@ -1333,17 +1357,18 @@ def trajectories_2d(surface: str = "elongated", optimizers: Mapping | None = Non
 def cost_curves(df, x: str, y: str, hue: str | None = None, logy: bool = True,
                 logx: bool | None = None, slope: float | None = None,
                 title: str | None = None, xlabel: str | None = None, ylabel: str | None = None,
-                ax=None) -> Figure:
+                ax=None, band: tuple[str, str] | None = None) -> Figure:
     """Measured cost (time, memory) against a size (N, D, H, B) for the attention-cost analysis.
 
     Lines with markers per ``hue``; log axes by default (``logx`` when x spans a decade).
     ``slope`` adds a dashed reference power law ``∝ x^slope`` through the first point (e.g.
     ``slope=2`` for the O(N²) attention matrix): parallel lines on log–log axes mean the same
-    growth rate.
+    growth rate. ``band=(low column, high column)`` shades that range around each line (e.g.
+    the quartiles of the timings, so the inter-quartile range is visible).
     """
     import seaborn as sns
 
-    df = _check_columns(df, [x, y, hue], "cost_curves")
+    df = _check_columns(df, [x, y, hue, *(band or ())], "cost_curves")
     if df.empty:
         raise ValueError("cost_curves: the table is empty")
     data = df.copy()
@@ -1351,6 +1376,12 @@ def cost_curves(df, x: str, y: str, hue: str | None = None, logy: bool = True,
         data[hue] = data[hue].map(_fmt_value)
     fig, ax = _single_ax(ax, (6.5, 4.2))
     sns.lineplot(data=data, x=x, y=y, hue=hue, marker="o", errorbar=None, ax=ax)
+    if band is not None:
+        groups = data.groupby(hue, sort=False) if hue is not None else [(None, data)]
+        for i, (_, part) in enumerate(groups):  # seaborn's hue order: first appearance
+            part = part.sort_values(x)
+            ax.fill_between(part[x].to_numpy(float), part[band[0]].to_numpy(float),
+                            part[band[1]].to_numpy(float), color=f"C{i % 10}", alpha=0.2, linewidth=0)
     xs = pd.to_numeric(data[x], errors="coerce")
     if logx is None:
         logx = bool(xs.notna().all() and (xs > 0).all() and xs.max() / xs.min() >= 10)

@@ -573,7 +573,8 @@ class BinsInspector(_InteractiveFigure):
 
     ``rgb``: the image (uint8 H×W×3 or a normalised 3×H×W tensor); ``bin_probs``: N×h×w
     per-cell bin probabilities (h×w may be coarser than the image; the pixel is mapped to its
-    cell); ``bin_depths``: the N bin centres in metres; ``depth``: optional H×W predicted depth.
+    cell); ``bin_depths``: the N bin centres in metres; ``depth``: optional H×W predicted depth;
+    ``gt``: optional H×W ground-truth depth (0 = invalid), marked in the distribution.
 
     The x/y sliders work everywhere. ``click``: in a live frontend, also pick the pixel by
     clicking on the image (or on a bin's probability map), drawing the figure on an ipympl
@@ -582,7 +583,7 @@ class BinsInspector(_InteractiveFigure):
     """
 
     def __init__(self, rgb, bin_probs, bin_depths, depth=None, *, pixel: tuple[int, int] | None = None,
-                 n_bins_shown: int = 3, click: bool | None = None):
+                 n_bins_shown: int = 3, click: bool | None = None, gt=None):
         import ipywidgets as W
 
         self.rgb = plots.rgb_to_uint8(rgb)[0]
@@ -591,6 +592,9 @@ class BinsInspector(_InteractiveFigure):
         H, W_ = self.rgb.shape[:2]
         if self.depth is not None and self.depth.shape != (H, W_):
             raise ValueError(f"BinsInspector: depth {self.depth.shape} and rgb {(H, W_)} differ in size")
+        self.gt = plots._as_maps(gt, "gt")[0] if gt is not None else None
+        if self.gt is not None and self.gt.shape != (H, W_):
+            raise ValueError(f"BinsInspector: gt {self.gt.shape} and rgb {(H, W_)} differ in size")
         self.n_bins_shown = int(n_bins_shown)
         y, x = pixel if pixel is not None else (H // 2, W_ // 2)
         if not (0 <= y < H and 0 <= x < W_):
@@ -675,4 +679,4 @@ class BinsInspector(_InteractiveFigure):
     def render(self) -> Figure:
         """Image with the pixel marked, top bins' probability maps and the pixel's distribution."""
         return plots.bin_probabilities(self.probs, self.bin_depths, self.pixel, rgb=self.rgb,
-                                       depth=self.depth, n_bins_shown=self.n_bins_shown)
+                                       depth=self.depth, n_bins_shown=self.n_bins_shown, gt=self.gt)

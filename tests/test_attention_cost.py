@@ -47,12 +47,34 @@ def test_flops_scale_quadratically_in_n_for_large_n():
     assert ac.attention_flops(6, 64, 32) == 6 * ac.attention_flops(1, 64, 32)
 
 
-def test_analytic_memory_explicit_vs_fast():
-    B, N, D, H = 2, 128, 64, 4
-    explicit = ac.activation_bytes(B, N, D, H, "explicit", backward=False)
-    fast = ac.activation_bytes(B, N, D, H, "fast", backward=False)
-    assert explicit - fast == 4 * (2 * B * H * N * N - B * H * N)
-    assert ac.activation_bytes(B, N, D, H, "explicit", backward=True) > explicit
+def test_flops_exponent_is_the_local_slope_of_the_flop_count():
+    # the numbers: over N = D .. 4D the FLOP exponent runs from 4/3 to 5/3, not 2
+    assert ac.flops_exponent(256, 256) == pytest.approx(4 / 3)
+    assert ac.flops_exponent(1024, 256) == pytest.approx(5 / 3)
+    D = 64
+    for N in (64, 256, 1024, 4096):  # a finite-difference slope of the counted FLOPs
+        slope = math.log(ac.attention_flops(1, N + 1, D) / ac.attention_flops(1, N - 1, D)) / math.log((N + 1) / (N - 1))
+        assert ac.flops_exponent(N, D) == pytest.approx(slope, abs=1e-3)
+    assert ac.flops_exponent(1e9, 1) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_saved_tensor_bytes_see_the_attention_matrix_of_the_explicit_path_only():
+    B, N, D, H = 2, 64, 16, 4
+    torch.manual_seed(0)
+    layer = ac.build_attention(D, H, "explicit").eval()
+    x = torch.randn(B, N, D, requires_grad=True)
+    explicit = ac.saved_tensor_bytes(lambda: layer(x), exclude=list(layer.parameters()))
+    layer.impl = "fast"
+    fast = ac.saved_tensor_bytes(lambda: layer(x), exclude=list(layer.parameters()))
+    matrix = ac.attention_matrix_bytes(B, N, H)
+    # the softmax weights (saved once: softmax backward and A·V share them) are the difference,
+    # up to the fused kernel's O(B·H·N) statistics and small token-sized buffers
+    assert matrix <= explicit - fast + 4 * B * H * N * 2
+    assert explicit - fast < 1.5 * matrix
+    # doubling H doubles the matrix, not the token-sized part
+    layer16 = ac.build_attention(D, 2 * H, "explicit").eval()
+    explicit2 = ac.saved_tensor_bytes(lambda: layer16(x), exclude=list(layer16.parameters()))
+    assert explicit2 - explicit == pytest.approx(matrix, rel=0.05)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
@@ -80,41 +102,53 @@ def test_softmax_weights_are_full_rank():
 
 def test_sweep_table_shape_and_columns():
     torch.manual_seed(0)
-    df = ac.sweep("N", [8, 16], base={"B": 1, "N": 8, "D": 16, "H": 2}, repeats=1, device="cpu")
+    df = ac.sweep("N", [8, 16], base={"B": 1, "N": 8, "D": 16, "H": 2}, rounds=1, min_run_time=0.001,
+                  threads=1, device="cpu")
     assert len(df) == 2 * 2 * 2  # values × impls × modes
-    for col in ("vary", "B", "N", "D", "H", "impl", "mode", "time_ms", "flops", "attn_matrix_mib",
-                "activation_mib_analytic", "peak_mib_measured", "memory_source"):
+    for col in ("vary", "B", "N", "D", "H", "impl", "mode", "time_ms", "time_iqr_ms", "threads", "flops",
+                "attn_matrix_mib", "saved_mib", "peak_mib_cuda"):
         assert col in df.columns
     assert set(df["impl"]) == {"explicit", "fast"}
     assert set(df["mode"]) == {"forward", "forward+backward"}
-    assert (df["time_ms"] > 0).all()
-    assert df["peak_mib_measured"].isna().all()  # CPU: no measured peak, analytic instead
-    assert set(df["memory_source"]) == {"analytic (CPU)"}
+    assert (df["time_ms"] > 0).all() and (df["time_iqr_ms"] >= 0).all() and set(df["threads"]) == {1}
+    assert (df["time_q25_ms"] <= df["time_ms"]).all() and (df["time_ms"] <= df["time_q75_ms"]).all()
+    assert df["peak_mib_cuda"].isna().all()  # CPU: saved-tensor hooks only
     fwd = df[(df["mode"] == "forward") & (df["N"] == 16)]
     assert set(fwd["flops"]) == {ac.attention_flops(1, 16, 16)}
     assert math.isclose(fwd["attn_matrix_mib"].iloc[0], 1 * 2 * 16 * 16 * 4 / 2 ** 20)
+    ex = df[df["impl"] == "explicit"].groupby("N")["saved_mib"].first()
+    assert ex[16] > ex[8]
 
 
-def test_cost_table_covers_every_sweep():
-    df = ac.cost_table(grid={"N": (8, 16), "D": (8, 16), "H": (1, 2), "B": (1, 2)},
-                       base={"B": 1, "N": 8, "D": 8, "H": 1}, modes=("forward",), repeats=1, device="cpu")
+def test_cost_table_covers_every_sweep_and_measures_the_base_point_once():
+    base = {"B": 1, "N": 8, "D": 8, "H": 1}
+    df = ac.cost_table(grid={"N": (8, 16), "D": (8, 16), "H": (1, 2), "B": (1, 2)}, base=base,
+                       modes=("forward",), rounds=2, min_run_time=0.001, threads=1, device="cpu")
     assert set(df["vary"]) == {"N", "D", "H", "B"}
     assert len(df) == 4 * 2 * 2
+    agree = ac.base_point_agreement(df, base)
+    assert len(agree) == 2 and set(agree.columns) >= {"N", "D", "H", "B"}
+    for _, row in agree.iterrows():  # the same measurement in every sweep
+        assert row["N"] == row["D"] == row["H"] == row["B"]
+    assert (df["blocks"] >= 2).all()  # at least one block per round
     ex = ac.exponents(df, last=None)
     assert set(ex["vary"]) == {"N", "D", "H", "B"}
     # heads: FLOPs exponent exactly 0
     assert ex.loc[ex["vary"] == "H", "k_flops"].abs().max() < 1e-9
     sp = ac.explicit_vs_fast(df)
     assert (sp["speedup"] > 0).all() and len(sp) == 8
+    assert {"explicit_iqr", "fast_iqr"} <= set(sp.columns)
 
 
 def test_sweep_rejects_bad_arguments():
     with pytest.raises(ValueError, match="vary must be one of"):
         ac.sweep("X", [1])
     with pytest.raises(ValueError, match="not divisible"):
-        ac.sweep("H", [3], base={"B": 1, "N": 8, "D": 8, "H": 1}, repeats=1, device="cpu")
+        ac.sweep("H", [3], base={"B": 1, "N": 8, "D": 8, "H": 1}, rounds=1, device="cpu")
     with pytest.raises(ValueError, match="impl must be one of"):
-        ac.sweep("N", [8], impls=("flash",), repeats=1, device="cpu")
+        ac.sweep("N", [8], impls=("flash",), rounds=1, device="cpu")
+    with pytest.raises(ValueError, match="base lacks"):
+        ac.cost_table({"N": [8]}, base={"N": 8})
 
 
 # ---- the cost measurements of notebooks 03 and 05 -------------------------------------------------

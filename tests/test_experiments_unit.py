@@ -12,7 +12,7 @@ import pytest
 
 from cvaia import experiments
 from cvaia.config import make_config
-from cvaia.experiments import common, p01, p02, p03, p04, p05
+from cvaia.experiments import common, p01, p02, p03, p05
 
 
 class FakeRun:
@@ -46,7 +46,8 @@ def test_profile_config_maps_the_shared_parameters():
     assert cfg.num_epochs == P.EPOCHS and cfg.log_every == P.LOG_EVERY and cfg.quiet
     assert cfg.batch_size == 8  # overrides win
     assert cfg.optimizer_lr == make_config().optimizer_lr  # LR is None in notebook 01's profiles: not set
-    assert common.profile_config(params("04"), model_name="adaptive_depth", tasks="depth").optimizer_lr == 2e-4
+    assert common.profile_config(params("04"), model_name="adaptive_depth", tasks="depth").optimizer_lr == \
+        experiments.problem_module("04").PROFILES["smoke"]["LR"]
     assert common.profile_config(params("03")).num_epochs == make_config().num_epochs  # 03 has no EPOCHS
 
 
@@ -110,102 +111,6 @@ def test_ablation_configs_add_one_ingredient_each():
     assert [p01.ablation_label(c) for c in cfgs.values()] == [
         "(F,F,F) · ASPP 1×1+pool · no skip", "(F,F,T) · ASPP 1×1+pool · no skip",
         "(F,F,T) · ASPP rates 3,6,9 · skip 64"]
-
-
-# ---- p04 ----------------------------------------------------------------------------------------
-def test_pretrained_encoder_of_notebook_04_branches(monkeypatch, tmp_path):
-    from cvaia import run_folder, runs
-
-    P = params("04")
-    assert p04.pretrained_encoder({**P, "ENCODER": "random"})[0] == "random"
-    with pytest.raises(ValueError, match="ENCODER"):
-        p04.pretrained_encoder({**P, "ENCODER": "imagenet"})
-    monkeypatch.setattr(p01, "imagenet_available", lambda encoder="resnet18": True)
-    assert p04.pretrained_encoder(P)[0] == "imagenet"
-    monkeypatch.setattr(p01, "imagenet_available", lambda encoder="resnet18": False)
-
-    # nothing in the store: notebook 01's pretraining run is trained at 1e-3
-    monkeypatch.setattr(p01, "pretrain_root", lambda P: tmp_path / "no_such_set")
-    monkeypatch.setattr(run_folder, "is_finished", lambda path: False)
-    monkeypatch.setattr(run_folder, "has_diverged", lambda path: False)
-    monkeypatch.setattr(p01, "ensure_pretrain_set", lambda P, root: tmp_path / "pre_set")
-    trained = []
-    monkeypatch.setattr(p01, "pretraining_run", lambda P, root, lr: trained.append((root.name, lr)) or
-                        FakeRun(name="pre1e-3", cfg=make_config(optimizer_lr=lr)))
-    weights, text = p04.pretrained_encoder(P)
-    assert trained == [("pre_set", 1e-3)] and weights.endswith("pre1e-3/checkpoints/last.pt")
-    assert "Adam lr 0.001" in text
-
-    # notebook 01's sweep is in the store: the pretraining run at its best Adam lr is a cache hit
-    (tmp_path / "set").mkdir()
-    monkeypatch.setattr(p01, "pretrain_root", lambda P: tmp_path / "set")
-    best = 1e-4  # the smoke profile's Adam lrs are 1e-3 and 1e-4; 1e-4 scores higher
-    finished = {("adam", 1e-3, 1): 3.0, ("adam", 1e-4, 1): 7.0}
-
-    def key(cfg):
-        return (cfg.optimizer, cfg.optimizer_lr, cfg.num_epochs)
-
-    pre_cfg = p01.pretrain_config(experiments.resolve("01", {k: P[k] for k in experiments.COMMON}),
-                                  tmp_path / "set", best)
-    monkeypatch.setattr(run_folder, "is_finished",
-                        lambda path: path == run_folder.run_dir_for(pre_cfg) or any(
-                            path == run_folder.run_dir_for(c) for c in p01.optimizer_lr_configs(
-                                experiments.resolve("01", {k: P[k] for k in experiments.COMMON}))))
-    monkeypatch.setattr(runs, "get_run", lambda cfg: FakeRun(name="hit" if cfg == pre_cfg else "sweep",
-                                                             final={"miou": finished.get(key(cfg), 0.0)}, cfg=cfg))
-    trained.clear()
-    weights, text = p04.pretrained_encoder(P)
-    assert trained == [] and weights.endswith("hit/checkpoints/last.pt") and "Adam lr 0.0001" in text
-
-
-def experiment_rows():
-    """An experiment table: the 'lowest' latents and dim-256 width win; one dropout run is dead."""
-    runs = {
-        "latents": {"lowest": FakeRun("a", {"si_log_rmse": 50.0}), "decoder": FakeRun("b", {"si_log_rmse": 55.0})},
-        "width": {"dim 256, 4 heads (d_k=64)": FakeRun("a", {"si_log_rmse": 50.0}, silog=(70.0, 50.0)),
-                  "dim 512, 8 heads (d_k=64)": FakeRun("c", {"si_log_rmse": 52.0}, silog=(75.0, 52.0))},
-        "pos_embed": {"none": FakeRun("a", {"si_log_rmse": 50.0}), "input": FakeRun("d", {"si_log_rmse": 50.02})},
-        "dropout": {"dropout 0.1": FakeRun("a", {"si_log_rmse": 50.0}), "dropout 0": FakeRun("e", {"si_log_rmse": 90.0})},
-        "aspp": {"aspp, 4 heads, 1 layers": FakeRun("f", {"si_log_rmse": 60.0}),
-                 "aspp, 8 heads, 2 layers": FakeRun("g", {"si_log_rmse": 60.01})},
-    }
-    table = p04.experiment_table(runs)
-    table["learned"] = p04.learned(table, constant_silog=90.0)
-    return runs, table
-
-
-def test_experiment_table_learned_and_best_of():
-    runs, table = experiment_rows()
-    assert len(table) == 10 and table["run"].nunique() == 7
-    assert table.loc[table["variant"] == "dim 512, 8 heads (d_k=64)", "silog_epoch1"].item() == 75.0
-    assert table["learned"].sum() == 9  # dropout 0 sits at the constant-map score
-    assert p04.best_of(table, "latents") == ("lowest", 50.0)
-    with pytest.raises(ValueError, match="no rows"):
-        p04.best_of(table, "nope")
-    assert p04.silog(table, "width", "dim 512, 8 heads (d_k=64)", "silog_epoch1") == 75.0
-    with pytest.raises(ValueError, match="no row"):
-        p04.silog(table, "width", "dim 1024")
-    assert list(p04.silog_curves(runs["latents"])) == ["lowest", "decoder"]
-
-
-def test_findings_verdicts():
-    runs, table = experiment_rows()
-    found = p04.findings(table, runs).set_index("report")["this run"]
-    assert found[p04.REPORT_FINDINGS["width"]] == "reproduced"  # 70 < 75 at epoch 1
-    assert found[p04.REPORT_FINDINGS["pos_embed"]] == "reproduced"  # 50.02 within the tie of 50
-    assert found[p04.REPORT_FINDINGS["dropout"]] == p04.INCONCLUSIVE  # a variant did not learn
-    assert found[p04.REPORT_FINDINGS["latents"]] == "reproduced"
-    assert found[p04.REPORT_FINDINGS["aspp"]] == "tie (inconclusive)"  # 0.01 apart
-    assert p04.finding_verdict(table, False, 50.0, 55.0, "latents") == "not reproduced"
-    assert p04.all_learned(table, "dropout", ["dropout 0.1"]) and not p04.all_learned(table, "dropout")
-
-
-def test_variants_and_configs_share_runs():
-    P = params("04")
-    cfgs = p04.configs(P)
-    assert set(cfgs) == {"latents", "width", "pos_embed", "dropout", "heads_expansion", "aspp"}
-    assert cfgs["latents"]["lowest"] == cfgs["dropout"]["dropout 0.1"]  # the baseline, one run
-    assert cfgs["aspp"]["aspp, 8 heads, 2 layers"].num_transformer_layers == 2
 
 
 # ---- p02, p03, p05 ------------------------------------------------------------------------------

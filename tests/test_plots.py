@@ -319,6 +319,10 @@ def test_prediction_comparison_semseg_and_depth():
     axes = _main_axes(fig)
     norms = {(a.get_images()[0].norm.vmin, a.get_images()[0].norm.vmax) for a in axes[1:]}
     assert len(norms) == 1 and len(_colorbars(fig)) == 1
+    # one colour scale for a set of figures: the same limits passed to each
+    for subset in ({"a": depths["a"]}, {"b": depths["b"]}):
+        axes = _main_axes(plots.prediction_comparison(rgb, subset, depth_vmin=4.0, depth_vmax=80.0))
+        assert (axes[1].get_images()[0].norm.vmin, axes[1].get_images()[0].norm.vmax) == (4.0, 80.0)
 
 
 # ---- attention / bins ---------------------------------------------------------------------------
@@ -360,15 +364,24 @@ def test_bin_probabilities_figure():
     probs, depths = _bins_example()
     rgb = np.zeros((9, 15, 3), np.uint8)
     depth = np.full((9, 15), 11.5, np.float32)
-    fig = plots.bin_probabilities(probs, depths, (5, 10), rgb=rgb, depth=depth, n_bins_shown=2)
+    gt = np.full((9, 15), 12.25, np.float32)
+    # the two most likely bins at the pixel (bins 2 and 3), shown near → far with their depth rank
+    fig = plots.bin_probabilities(probs, depths, (5, 10), rgb=rgb, depth=depth, n_bins_shown=2, gt=gt,
+                                  bins=[3, 2])
     axes = _main_axes(fig)
-    assert [a.get_title() for a in axes[1:3]] == ["bin 2: 10.0 m", "bin 3: 20.0 m"]
+    assert [a.get_title() for a in axes[1:3]] == ["bin 2 (2/4 by depth): 10.0 m", "bin 3 (3/4 by depth): 20.0 m"]
     dist_ax = axes[-1]
-    assert dist_ax.get_xlabel() == "bin depth [m]" and dist_ax.get_ylabel() == "probability"
+    assert dist_ax.get_xlabel() == "bin depth [m] (bins sorted by depth)" and dist_ax.get_ylabel() == "probability"
     stems = dist_ax.collections[0].get_segments()
     np.testing.assert_allclose([s[1] for s in stems], [[5, 0.1], [10, 0.7], [20, 0.2], [40, 0.0]])
     legend = [t.get_text() for t in dist_ax.get_legend().get_texts()]
-    assert "Σ p·d = 11.50 m" in legend and "predicted depth 11.50 m" in legend
+    assert "Σ p·d = 11.50 m" in legend and "predicted depth 11.50 m" in legend and "ground truth 12.25 m" in legend
+    # a 5..40 m spread is drawn linearly; a wide one on a log axis with plain metre ticks
+    wide = plots.bin_probabilities(probs, np.array([400.0, 5.0, 10.0, 200.0]), (5, 10), rgb=rgb,
+                                   gt=np.zeros((9, 15), np.float32))
+    ax = _main_axes(wide)[-1]
+    assert ax.get_xscale() == "log" and {5.0, 10.0, 100.0, 200.0} <= set(ax.get_xticks())
+    assert "ground truth: none at this pixel" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 # ---- tables, trajectories, costs ----------------------------------------------------------------
@@ -416,3 +429,10 @@ def test_cost_curves_log_axes_and_reference_slope():
     assert ax.get_yscale() == "log" and ax.get_xscale() == "log" and ax.get_ylabel() == "time [ms]"
     ref = next(ln for ln in ax.get_lines() if ln.get_label().startswith("∝"))
     np.testing.assert_allclose(ref.get_ydata(), 1.05 * (np.array([16, 64, 256, 1024]) / 16) ** 2)
+    # the quartile band around each line (one shaded area per hue, in the line's colour)
+    df["lo"], df["hi"] = df["time_ms"] * 0.9, df["time_ms"] * 1.2
+    ax = plots.cost_curves(df, "N", "time_ms", hue="heads", band=("lo", "hi")).axes[0]
+    assert len(ax.collections) == 2
+    np.testing.assert_allclose(ax.collections[0].get_paths()[0].vertices[:, 1].max(), 64.0 * 1.2)
+    with pytest.raises(ValueError):
+        plots.cost_curves(df, "N", "time_ms", band=("lo", "missing"))
