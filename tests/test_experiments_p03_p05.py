@@ -17,7 +17,6 @@ from cvaia.config import make_config
 from cvaia.experiments import measure, p03, p05
 from cvaia.experiments import verdicts as V
 
-
 # ---- p03: branched in half the epochs ---------------------------------------------------------
 JOINT_HALF = [20.0, 21.0, 22.0]   # joint mIoU after E/2 epochs (3 seeds), σ = 1
 JOINT_FULL = [30.0, 31.0, 32.0]   # after E epochs, σ = 1: threshold 2·1·√(1 + 1/3) ≈ 2.31

@@ -6,8 +6,12 @@
 - the class-token cross-attention segmentation head (``cross_attention_multitask``) and what
   its memory costs (:func:`cross_attention_memory`, :func:`measured_head_memory`);
 - beyond the report: learned task weighting (``uncertainty``, ``dwa``) and test-time flip
-  averaging against the fixed-weight baseline;
-- a leaderboard of every problem's best run in the store (:func:`leaderboard`).
+  averaging (:func:`evaluate_run`), each judged against the fixed-weight baseline's seed noise
+  (:func:`variant_verdicts`); the "best" variant and each "helped / did not help" sentence
+  come from the same verdicts (:func:`best_variant`, :func:`variant_sentence`);
+- a leaderboard of every problem's best run in the store (:func:`leaderboard`), ranked by an
+  explicit per-task rule with missing values last and a deterministic tie rule (:func:`ranking`,
+  :func:`rank_key`, :func:`best_row`).
 """
 
 from __future__ import annotations
@@ -202,56 +206,6 @@ def grade(run, dataset_root: str | os.PathLike, split: str = "test", tta_flip: b
     result = score_predictions(root, split, out)
     atomic_write_json(score_file, result)
     return result
-
-
-def grade_table(graded: Mapping[str, dict], reference: Mapping[str, float] | None = None) -> pd.DataFrame:
-    """``{label: grader result}`` → a table of mIoU, SILog and score (and the change vs ``reference``)."""
-    rows = [{"variant": label, "miou": r.get("miou"), "si_log_rmse": r.get("si_log_rmse"),
-             "score": r.get("score"), "images": r.get("num_images")} for label, r in graded.items()]
-    df = pd.DataFrame(rows)
-    if reference is not None:
-        for key in ("miou", "si_log_rmse", "score"):
-            df[f"Δ{key}"] = df[key] - reference[key]
-    return df
-
-
-def evaluate_run(run, dataset_root: str | os.PathLike, max_images: int, tta_flip: bool = False,
-                 device: str = "cpu") -> dict:
-    """Validation metrics (the grader's) of ``run``'s best model on the first ``max_images``
-    validation images, optionally with test-time flip averaging.
-
-    Kept in ``<run>/eval/val[_tta]-<n>-<data root name>.json`` and read back on the next call
-    (the same model and images always give the same numbers)."""
-    from ..data.miniscapes import load_split_tensors
-    from ..evaluate import evaluate
-    from ..utils import atomic_write_json, read_json
-
-    root = Path(dataset_root).resolve()
-    out = run.path / "eval" / f"val{'_tta' if tta_flip else ''}-{max_images}-{root.name}.json"
-    if out.is_file():
-        return read_json(out)
-    model = run.load_model("best", device=device)
-    source = load_split_tensors(root, "val", max_images=max_images)
-    m = evaluate(model, source, device=device, tta_flip=tta_flip).metrics
-    result = {k: float(m[k]) for k in ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score")}
-    atomic_write_json(out, result)
-    return result
-
-
-def bin_depth_stats(run, rgb) -> dict:
-    """What the adaptive-bins head predicts on the uint8 images ``rgb`` (B×H×W×3): the bin depths'
-    min / median / max (m), the share of bins at the 300 m bound, and the median per-image
-    spread of the predicted log depth (0 = a constant map)."""
-    from ..evaluate import rgb_to_batch
-    from ..models.deeplab import DEPTH_RANGE
-
-    model = run.load_model("best")
-    with torch.no_grad():
-        out = model(rgb_to_batch(rgb, torch.device("cpu")), return_aux=True)
-    bins, depth = out["bin_depths"], out["depth"].flatten(1)
-    return {"bins_min_m": float(bins.min()), "bins_median_m": float(bins.median()), "bins_max_m": float(bins.max()),
-            "bins_at_300m_%": float(100 * (bins >= DEPTH_RANGE[1] * (1 - 1e-6)).float().mean()),
-            "log_depth_spread": float(depth.clamp_min(1e-6).log().std(1).median())}
 
 
 # ---- memory of the cross-attention head ---------------------------------------------------------
