@@ -270,14 +270,16 @@ def test_depth_bias_text_direction_words(factor, words):
     if factor == 1.0:
         assert "Why one sign" not in text and "median scaling changes little" in text
     else:
-        assert "Why one sign" in text and "hides exactly this error" in text
+        assert "Why one sign" in text and "hides exactly this error" in text and "barely move" not in text
         assert table.loc["all", "abs-rel, median-scaled"] < table.loc["all", "abs-rel"]
 
 
 def test_depth_bias_text_sees_a_compressed_range():
     pred, gt = _depth(0.9, far_factor=0.5)
     text = p02.depth_bias_text(p02.depth_error_table(pred, gt), pred, gt)
-    assert "compressed" in text
+    assert "compressed" in text and "stretched" not in text
+    pred, gt = _depth(0.8, far_factor=1.3)
+    assert "stretched" in p02.depth_bias_text(p02.depth_error_table(pred, gt), pred, gt)
 
 
 def test_headline_keys_of_notebook_02():

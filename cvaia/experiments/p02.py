@@ -30,9 +30,11 @@ PROFILES = {
     "smoke": {"TRAIN_IMAGES": 8, "VAL_IMAGES": 4, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4,
               "LR": 1e-3, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1], "AUG_FLIP": True,
               "AUG_SCALE_MAX": 1.0, "SAMPLES": 2, "LOG_EVERY": 1},
-    # real learning on the synthetic set: 5 runs of one epoch, see QUICK_NOTE
-    "quick": {"TRAIN_IMAGES": 700, "VAL_IMAGES": 100, "CROP_SIZE": 96, "EPOCHS": 1, "BATCH_SIZE": 8,
-              "LR": 1e-3, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1, 2], "AUG_FLIP": True,
+    # real learning on the synthetic set: 5 runs of one epoch (125 steps of 4 crops of 96²); recipe
+    # probed on the interim encoder (100 val images): 96² beat 64² and 128² at equal pixels, Adam 5e-4
+    # beat 2e-3/1e-3, batch 4 beat 8, scale augmentation 0.75..1.5 hurt at this length
+    "quick": {"TRAIN_IMAGES": 500, "VAL_IMAGES": 100, "CROP_SIZE": 96, "EPOCHS": 1, "BATCH_SIZE": 4,
+              "LR": 5e-4, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1, 2], "AUG_FLIP": True,
               "AUG_SCALE_MAX": 1.0, "SAMPLES": 3, "LOG_EVERY": 10},
     # course scale (GPU)
     "full": {"TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "CROP_SIZE": 256, "EPOCHS": 16, "BATCH_SIZE": 8,
@@ -495,8 +497,8 @@ def depth_bias_text(table: pd.DataFrame, pred_m: np.ndarray, gt_m: np.ndarray) -
             "metres. ")
     if one_sign:
         text += ("Why one sign: SILog is scale invariant except for its λ·E[e]² term (λ = 0.15), so a global scale "
-                 "error costs little and is corrected slowly (the scale table above: a factor 2 adds as much loss as "
-                 "√0.15·log 2 ≈ 0.27) — after a short run the network's overall scale is still off, which moves the "
+                 "error costs little and is corrected slowly (the scale table above: for an otherwise perfect prediction a factor 2 costs "
+                 "only √0.15·log 2 ≈ 0.27) — after a short run the network's overall scale is still off, which moves the "
                  "whole map to one side of zero. ")
     compressed = med_half["far"] < 0.9 * med_half["near"]
     stretched = med_half["far"] > 1.1 * med_half["near"]
@@ -513,9 +515,13 @@ def depth_bias_text(table: pd.DataFrame, pred_m: np.ndarray, gt_m: np.ndarray) -
     text += (f"The median-scaled columns show what is left once the scale is fixed: abs-rel {a['abs-rel']:.3f} → "
              f"{a['abs-rel, median-scaled']:.3f}, δ1 {a['δ1']:.2f} → {a['δ1, median-scaled']:.2f}, while SI-logRMSE "
              f"({a['SI-logRMSE']:.1f}) cannot change: it never saw the scale. ")
-    if a["abs-rel, median-scaled"] < 0.8 * a["abs-rel"]:
-        text += ("A scale-invariant metric hides exactly this error, which is why abs-rel, RMSE and δ are reported "
-                 "next to it.")
+    helped = a["abs-rel, median-scaled"] < 0.8 * a["abs-rel"] or a["δ1, median-scaled"] > a["δ1"] + 0.1
+    if helped:
+        text += ("Fixing the scale alone improves abs-rel or δ1 clearly: a scale-invariant metric hides exactly this "
+                 "error, which is why abs-rel, RMSE and δ are reported next to it.")
+    elif one_sign:
+        text += ("Median scaling removes the global factor but not the distorted depth range, so abs-rel and δ1 "
+                 "barely move: most of the error is structure, which is what SI-logRMSE measures.")
     else:
         text += "Here the scale is about right, so median scaling changes little: what remains is structure error."
     return text
