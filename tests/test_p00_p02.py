@@ -214,11 +214,21 @@ def test_weighting_verdicts_refuse_runs_that_did_not_learn_and_all_zero_scores()
     assert "Every grader score is 0" in text and "30.00 ± 1.00 (3 seeds)" in text
 
 
+def test_weighting_verdicts_with_a_missing_run():
+    wt = _wt([40.0, 35.0, math.nan], [50.0, 45.0, math.nan], score=(10.0, 20.0, math.nan))
+    learned = {**ALL_LEARNED, 0.75: {}}  # the diverged run has no metrics to judge
+    vs = p02.weighting_verdicts(wt, NOISE, learned)
+    assert all(v.outcome == V.INCONCLUSIVE for v in vs[:2])
+    scores_only = p02.weighting_verdicts(wt, NOISE, ALL_LEARNED)
+    assert scores_only[0].outcome == V.INCONCLUSIVE and "missing" in scores_only[0].detail
+    assert scores_only[2].outcome == V.REPRODUCED  # a missing score counts as beaten
+
+
 def test_difference_figure_never_truncates_the_noise_band():
     wt = p02.weighting_table({0.25: _Run(miou=30.2, si_log_rmse=40.0), 0.5: [_Run(miou=30.0, si_log_rmse=40.1),
                               _Run(miou=30.1, si_log_rmse=40.2)], 0.75: _Run(miou=29.9, si_log_rmse=40.0)})
     fig = p02.difference_figure(wt, NOISE)
-    for ax, metric in zip(fig.axes[:2], ("miou", "si_log_rmse")):
+    for ax, metric in zip(fig.axes, ("miou", "si_log_rmse"), strict=True):
         lo, hi = ax.get_ylim()
         assert lo == pytest.approx(-hi) and hi > NOISE[metric].threshold()
 

@@ -210,21 +210,6 @@ def depth_roundtrip_error(n: int = 10000, seed: int = 0) -> dict[str, float]:
 
 
 # ---- normalisation and augmentation -----------------------------------------------------------------------
-def normalisation_table(rgb_u8: np.ndarray) -> pd.DataFrame:
-    """Per-channel mean/std of an image before and after the ImageNet normalisation."""
-    from ..data.encoding import IMAGENET_MEAN, IMAGENET_STD, normalize_rgb
-
-    x = torch.as_tensor(np.ascontiguousarray(rgb_u8)).permute(2, 0, 1)[None]
-    y = normalize_rgb(x)
-    rows = []
-    for c, name in enumerate("RGB"):
-        rows.append({"channel": name, "ImageNet mean": IMAGENET_MEAN[c], "ImageNet std": IMAGENET_STD[c],
-                     "image mean (0..255)": float(x[0, c].float().mean()),
-                     "image std (0..255)": float(x[0, c].float().std()),
-                     "normalised mean": float(y[0, c].mean()), "normalised std": float(y[0, c].std())})
-    return pd.DataFrame(rows).set_index("channel")
-
-
 def normalisation_over_images(root: str | os.PathLike, split: str = "train", max_images: int = 64) -> pd.DataFrame:
     """Per-channel mean/std of the first ``max_images`` images (0 = all) pooled over their pixels,
     before (0..255) and after the ImageNet normalisation; ``attrs["images"]`` is the count."""

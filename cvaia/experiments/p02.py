@@ -426,11 +426,6 @@ def worst_classes(cm: np.ndarray, k: int = 4) -> pd.DataFrame:
     return df.head(k).reset_index(drop=True)
 
 
-def predict_samples(run, samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The run's semseg ids and depth (metres) for ``samples["rgb"]`` (already cropped to ×32)."""
-    return run.predict(samples["rgb"])
-
-
 def depth_error_table(pred_m: np.ndarray, gt_m: np.ndarray) -> pd.DataFrame:
     """Per image (and all images together): SI-logRMSE, abs-rel, RMSE, δ<1.25ᵏ (the grader's
     :class:`~cvaia.metrics.DepthMetrics`), the median ratio prediction/ground truth, the share of valid
@@ -447,7 +442,7 @@ def depth_error_table(pred_m: np.ndarray, gt_m: np.ndarray) -> pd.DataFrame:
         m = DepthMetrics().update(torch.as_tensor(p), torch.as_tensor(g)).compute()
         ratio = p[valid] / g[valid]
         med = np.median(ratio) if ratio.size else math.nan
-        scaled = np.stack([pi / np.median(pi[gi > 0] / gi[gi > 0]) if (gi > 0).any() else pi for pi, gi in zip(p, g)])
+        scaled = np.stack([pi / np.median(pi[gi > 0] / gi[gi > 0]) if (gi > 0).any() else pi for pi, gi in zip(p, g, strict=True)])
         ms = DepthMetrics().update(torch.as_tensor(scaled), torch.as_tensor(g)).compute()
         rows.append({"image": i, "SI-logRMSE": m["si_log_rmse"], "abs-rel": m["abs_rel"], "RMSE [m]": m["rmse"],
                      "δ1": m["delta1"], "δ2": m["delta2"], "δ3": m["delta3"],
@@ -534,8 +529,8 @@ def error_maps_figure(pred_m: np.ndarray, gt_m: np.ndarray, max_samples: int = 3
     pred = np.asarray(pred_m, dtype=np.float64)[:max_samples]
     gt = np.asarray(gt_m, dtype=np.float64)[:max_samples]
     n = len(gt)
-    scaled = np.stack([p / np.median(p[g > 0] / g[g > 0]) if (g > 0).any() else p for p, g in zip(pred, gt)])
-    logs = [np.log(np.where(g > 0, p, 1.0) / np.where(g > 0, g, 1.0))[g > 0] for p, g in zip(np.r_[pred, scaled], np.r_[gt, gt])]
+    scaled = np.stack([p / np.median(p[g > 0] / g[g > 0]) if (g > 0).any() else p for p, g in zip(pred, gt, strict=True)])
+    logs = [np.log(np.where(g > 0, p, 1.0) / np.where(g > 0, g, 1.0))[g > 0] for p, g in zip(np.r_[pred, scaled], np.r_[gt, gt], strict=True)]
     vlog = float(np.percentile(np.abs(np.concatenate(logs)), 99)) if sum(x.size for x in logs) else 1.0
     vm = float(np.percentile(np.abs((pred - gt)[gt > 0]), 99)) if (gt > 0).any() else 1.0
     h, w = gt.shape[1:]

@@ -30,7 +30,7 @@ def si_log_rmse(pred_m: np.ndarray, gt_m: np.ndarray) -> float:
 
 def mean_si_log_rmse(preds_m, gts_m) -> float:
     """The split's SI-logRMSE: the mean of the per-image values, over images with a valid pixel."""
-    return float(np.mean([si_log_rmse(p, g) for p, g in zip(preds_m, gts_m) if (g > 0).any()]))
+    return float(np.mean([si_log_rmse(p, g) for p, g in zip(preds_m, gts_m, strict=True) if (g > 0).any()]))
 
 
 def grader_score(miou_pct: float, si_log_rmse_value: float) -> float:
