@@ -973,7 +973,7 @@ def verdict_deltas(claims: Sequence[str], deltas, thresholds, outcomes: Sequence
     ok = np.isfinite(d) & np.isfinite(t) & (t > 0)
     ratio = np.full(d.shape, np.nan)
     ratio[ok] = d[ok] / t[ok]
-    fig, ax = _single_ax(ax, (8.0, 0.9 + 0.45 * len(claims)))
+    fig, ax = _single_ax(ax, (10.0, 1.6 + 0.45 * len(claims)))
     y = np.arange(len(claims))
     ax.axvspan(-1.0, 1.0, color="0.9", zorder=0, label="noise band (|Δ| ≤ threshold)")
     ax.axvline(0, color="0.3", linewidth=0.8)
@@ -992,8 +992,8 @@ def verdict_deltas(claims: Sequence[str], deltas, thresholds, outcomes: Sequence
     for name, color in OUTCOME_COLORS.items():
         if name in outcomes:
             ax.plot([], [], "o", color=color, markeredgecolor="k", markeredgewidth=0.5, label=name)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0.0)
     ax.set(xlabel="measured difference / noise threshold (> 0: the report's direction)", title=title)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return fig
 
 
