@@ -198,6 +198,10 @@ def test_benchmark_ms_reports_median_and_iqr():
     r = measure.benchmark_ms(lambda: calls.append(1), min_run_time=0.01, warmup=2)
     assert r["median_ms"] >= 0 and r["iqr_ms"] >= 0 and r["runs"] >= 1 and r["threads"] == torch.get_num_threads()
     assert len(calls) > 2
+    import time
+
+    slow = measure.benchmark_ms(lambda: time.sleep(0.01), min_run_time=0.001, warmup=1, min_runs=4)
+    assert slow["runs"] == 4 and slow["median_ms"] >= 10.0 and slow["iqr_ms"] > 0  # a slow call still gets several timed blocks
 
 
 def test_training_memory_counts_activations_and_optimizer_state():
@@ -281,3 +285,69 @@ def test_bins_text_names_constant_maps():
     text = p05.bins_text(bins)
     assert "**seed 1 predicts a constant depth map**" in text and "100 %" in text
     assert "varies within every image" in p05.bins_text(bins.iloc[:1])
+
+
+def test_iou_change_figure_colours_present_classes_and_draws_the_band():
+    from cvaia.data.classes import class_colors, class_names
+
+    names = list(class_names())
+    changes = pd.DataFrame({"class": ["car", "sky", "bus"], "change": [5.0, -1.0, 0.0], "threshold": [2.0, 1.5, 1.0],
+                            "outcome": ["better", "within noise", "absent"]})
+    fig = p03.iou_change_figure(changes, seeds=3)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["car ↑", "sky"]  # absent classes left out
+    bars = [p for p in ax.patches if p.get_zorder() > 0]
+    assert np.allclose(bars[0].get_facecolor()[:3], class_colors()[names.index("car")] / 255.0)
+    band = [p for p in ax.patches if p.get_zorder() == 0]
+    assert band[0].get_x() == pytest.approx(-2.0) and band[0].get_width() == pytest.approx(4.0)
+
+
+def test_blockiness_text_needs_a_margin_for_its_word():
+    same = {"transformer seg": 0.901, "cross-attention seg": 0.907, "ground truth": 0.84}
+    assert "about as blocky as" in p05.blockiness_text(same, 3)
+    assert "blockier than" in p05.blockiness_text({**same, "cross-attention seg": 0.95}, 3)
+    assert "less blocky than" in p05.blockiness_text({**same, "cross-attention seg": 0.80}, 3)
+
+
+def test_weights_text_reports_the_ratio_adam_sees():
+    class R:
+        def __init__(self, wd, ws):
+            self.history = pd.DataFrame({"step": [1, 2], "weight_depth": wd, "weight_semseg": ws})
+
+    text = p05.weights_text({"uncertainty weights": R([1.0, 1.004], [1.0, 1.002]), "none": object()})
+    assert "ratio depth : semseg 1.000 → 1.002" in text and "trained like the fixed weighting" in text
+    moved = p05.weights_text({"dwa weights": R([1.0, 1.3], [1.0, 0.7])})
+    assert "1.000 → 1.857" in moved and "fixed weighting" not in moved
+    assert p05.weights_text({}) == ""
+
+
+class _ModelRun:
+    """A finished run as p05 reads it: a folder and a model."""
+
+    def __init__(self, path, model):
+        self.path, self._model = path, model
+
+    def load_model(self, which="best", device="cpu"):
+        return self._model.eval()
+
+
+def _tiny_transformer():
+    from cvaia.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(make_config(model_name="transformer_multitask", tasks="semseg,depth", transformer_dim=32,
+                                   num_heads=4, num_transformer_layers=1, num_bins=16))
+
+
+def test_bin_depth_stats_and_evaluate_run(tiny_root, tmp_path):
+    run = _ModelRun(tmp_path / "run", _tiny_transformer())
+    rgb = np.random.default_rng(0).integers(0, 255, (2, 64, 128, 3), dtype=np.uint8)
+    stats = p05.bin_depth_stats(run, rgb)
+    assert 0.1 <= stats["bins_min_m"] <= stats["bins_median_m"] <= stats["bins_max_m"] <= 300.0
+    assert 0.0 <= stats["bins_at_300m_%"] <= 100.0 and stats["log_depth_spread"] >= 0.0
+    plain = p05.evaluate_run(run, tiny_root, 2)
+    flipped = p05.evaluate_run(run, tiny_root, 2, tta_flip=True)
+    assert set(plain) >= {"miou", "si_log_rmse", "abs_rel", "delta1", "score"} and plain != flipped
+    cached = sorted(p.name for p in (run.path / "eval").iterdir())
+    assert cached == [f"val-2-{tiny_root.name}.json", f"val_tta-2-{tiny_root.name}.json"]
+    assert p05.evaluate_run(run, tiny_root, 2) == plain  # read back

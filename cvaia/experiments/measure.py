@@ -28,12 +28,15 @@ from ..utils import synchronize
 
 
 def benchmark_ms(fn: Callable[[], object], min_run_time: float = 0.2, warmup: int = 1,
-                 device: torch.device | str = "cpu", label: str = "") -> dict:
+                 device: torch.device | str = "cpu", label: str = "", min_runs: int = 5) -> dict:
     """Time ``fn()`` with :class:`torch.utils.benchmark.Timer`: ``warmup`` untimed calls, then
-    :meth:`~torch.utils.benchmark.Timer.blocked_autorange` for at least ``min_run_time`` seconds.
+    :meth:`~torch.utils.benchmark.Timer.blocked_autorange` for at least ``min_run_time`` seconds;
+    when that gives fewer than ``min_runs`` timed blocks (a slow call), more blocks of the same
+    size are timed and merged (:meth:`torch.utils.benchmark.Measurement.merge`), so a slow module
+    still gets a spread.
 
-    Returns ``{"median_ms", "iqr_ms", "runs", "threads"}``: the median of the timed blocks
-    (robust to the odd slow call on a shared machine) and their inter-quartile range (the
+    Returns ``{"median_ms", "iqr_ms", "runs", "threads"}``: the median per call over the timed
+    blocks (robust to the odd slow call on a shared machine) and their inter-quartile range (the
     spread a reader should compare differences with). CUDA work is synchronised inside the
     timed statement.
     """
@@ -50,6 +53,9 @@ def benchmark_ms(fn: Callable[[], object], min_run_time: float = 0.2, warmup: in
     threads = torch.get_num_threads()
     timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads, label=label)
     m = timer.blocked_autorange(min_run_time=min_run_time)
+    if len(m.times) < min_runs:
+        extra = [timer.timeit(m.number_per_run) for _ in range(min_runs - len(m.times))]
+        m = benchmark.Measurement.merge([m, *extra])[0]
     return {"median_ms": 1000.0 * m.median, "iqr_ms": 1000.0 * m.iqr, "runs": len(m.times), "threads": threads}
 
 

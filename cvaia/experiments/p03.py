@@ -383,6 +383,28 @@ def iou_change_sentence(changes: pd.DataFrame, seeds: int) -> str:
     return "".join(parts) + "."
 
 
+def iou_change_figure(changes: pd.DataFrame, seeds: int):
+    """Per-class IoU change (branched − joint), one bar per class present in the validation
+    images, in the class's Cityscapes colour, over its noise band (±threshold, grey); classes
+    outside their band are marked ↑ / ↓ (from :func:`class_iou_changes`)."""
+    from .. import plots
+    from ..data.classes import class_colors, class_names
+
+    names = list(class_names())
+    part = changes[changes["outcome"] != "absent"].reset_index(drop=True)
+    colours = [tuple(c / 255.0) for c in class_colors()[[names.index(c) for c in part["class"]]]]
+    marks = {"better": " ↑", "worse": " ↓"}
+    labels = [f"{r['class']}{marks.get(r['outcome'], '')}" for _, r in part.iterrows()]
+    fig = plots.bars(dict(zip(labels, part["change"], strict=True)), ylabel="IoU change, branched − joint [points]",
+                     horizontal=True, colors=colours, fmt="{:+.1f}",
+                     title=f"per-class IoU change against the joint model's seed noise ({seeds} seeds; grey: ±2σ band)")
+    ax = fig.axes[0]
+    ax.barh(np.arange(len(part)), 2 * part["threshold"], left=-part["threshold"], height=0.9, color="0.88",
+            zorder=0)
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    return fig
+
+
 def model_memory(model: nn.Module, tasks: Sequence[str], batch: int, size: int, seed: int = 0) -> dict:
     """Training-step memory of ``model`` on a random batch (``batch`` × 3 × ``size``²) with the
     multi-task loss on random targets: activations saved for backward (saved-tensor hooks) plus

@@ -208,6 +208,45 @@ def grade(run, dataset_root: str | os.PathLike, split: str = "test", tta_flip: b
     return result
 
 
+def evaluate_run(run, dataset_root: str | os.PathLike, max_images: int, tta_flip: bool = False,
+                 device: str = "cpu") -> dict:
+    """Validation metrics (the grader's) of ``run``'s best model on the first ``max_images``
+    validation images, optionally with test-time flip averaging.
+
+    Kept in ``<run>/eval/val[_tta]-<n>-<data root name>.json`` and read back on the next call
+    (the same model and images always give the same numbers)."""
+    from ..data.miniscapes import load_split_tensors
+    from ..evaluate import evaluate
+    from ..utils import atomic_write_json, read_json
+
+    root = Path(dataset_root).resolve()
+    out = run.path / "eval" / f"val{'_tta' if tta_flip else ''}-{max_images}-{root.name}.json"
+    if out.is_file():
+        return read_json(out)
+    model = run.load_model("best", device=device)
+    source = load_split_tensors(root, "val", max_images=max_images)
+    m = evaluate(model, source, device=device, tta_flip=tta_flip).metrics
+    result = {k: float(m[k]) for k in ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score")}
+    atomic_write_json(out, result)
+    return result
+
+
+def bin_depth_stats(run, rgb) -> dict:
+    """What the adaptive-bins head predicts on the uint8 images ``rgb`` (B×H×W×3): the bin depths'
+    min / median / max (m), the share of bins at the 300 m bound, and the median per-image
+    spread of the predicted log depth (0 = a constant map)."""
+    from ..evaluate import rgb_to_batch
+    from ..models.deeplab import DEPTH_RANGE
+
+    model = run.load_model("best")
+    with torch.no_grad():
+        out = model(rgb_to_batch(rgb, torch.device("cpu")), return_aux=True)
+    bins, depth = out["bin_depths"], out["depth"].flatten(1)
+    return {"bins_min_m": float(bins.min()), "bins_median_m": float(bins.median()), "bins_max_m": float(bins.max()),
+            "bins_at_300m_%": float(100 * (bins >= DEPTH_RANGE[1] * (1 - 1e-6)).float().mean()),
+            "log_depth_spread": float(depth.clamp_min(1e-6).log().std(1).median())}
+
+
 # ---- memory of the cross-attention head ---------------------------------------------------------
 def cross_attention_memory(batch: int = 32, crop: int = 256, dim: int = 512, layers: int = 3, heads: int = 8,
                            num_classes: int = 19, kv_pool: int = 4, chunk: int = 4096,
@@ -455,9 +494,42 @@ def bins_text(bins: pd.DataFrame, constant: float = 1e-3) -> str:
     """Markdown from the :func:`bin_depth_stats` rows (one per run): the bins' range, the share at
     the 300 m bound, and which runs (if any) predict a constant map (log-depth spread < ``constant``)."""
     flat = [str(i) for i, r in bins.iterrows() if r["log_depth_spread"] < constant]
+    at_bound = float(bins["bins_at_300m_%"].max())
     text = (f"Bin depths of the trained models span {bins['bins_min_m'].min():.1f} … {bins['bins_max_m'].max():.1f} m; "
-            f"at most {bins['bins_at_300m_%'].max():.0f} % of the bins sit at the 300 m bound. ")
+            + ("no bin sits at the 300 m bound. " if at_bound == 0 else
+               f"at most {at_bound:.0f} % of the bins sit at the 300 m bound. "))
     if flat:
         return text + f"**{', '.join(flat)} predict{'s' if len(flat) == 1 else ''} a constant depth map** (log-depth spread below {constant:g})."
     return text + (f"The predicted log depth varies within every image (median spread ≥ "
                    f"{bins['log_depth_spread'].min():.2f}; a constant map has 0).")
+
+
+def blockiness_text(blocky: Mapping[str, float], n_images: int, margin: float = 0.02) -> str:
+    """Markdown from :func:`single_class_blocks` shares (``"transformer seg"``, ``"cross-attention
+    seg"``, ``"ground truth"``): which map is blockier, "about as blocky" within ``margin``."""
+    d = blocky["cross-attention seg"] - blocky["transformer seg"]
+    word = ("about as blocky as" if abs(d) <= margin else "blockier than" if d > 0 else "less blocky than")
+    return ("Share of 4×4 blocks holding a single predicted class: "
+            + ", ".join(f"{k} {100 * v:.1f} %" for k, v in blocky.items())
+            + f". The cross-attention head's maps are {word} the transformer branch's on these {n_images} images "
+              f"({100 * d:+.1f} points; a description, not a verdict: no noise measured for it).")
+
+
+def weights_text(runs: Mapping[str, object]) -> str:
+    """Markdown: how the task weights of each run (label → Run with ``weight_semseg`` /
+    ``weight_depth`` in its step history) moved during training, and whether their *ratio* — the
+    only thing Adam sees, it normalises the overall scale — left the fixed 1 : 1."""
+    parts = []
+    for label, run in runs.items():
+        h = getattr(run, "history", None)
+        if h is None or not {"weight_semseg", "weight_depth"} <= set(h.columns) or h.empty:
+            continue
+        first, last = h.iloc[0], h.iloc[-1]
+        ratio0 = first["weight_depth"] / first["weight_semseg"]
+        ratio1 = last["weight_depth"] / last["weight_semseg"]
+        parts.append(f"{label}: depth weight {first['weight_depth']:.3f} → {last['weight_depth']:.3f}, semseg weight "
+                     f"{first['weight_semseg']:.3f} → {last['weight_semseg']:.3f}, ratio depth : semseg "
+                     f"{ratio0:.3f} → {ratio1:.3f}"
+                     + (" (within 1 % of 1 : 1 — this run trained like the fixed weighting)"
+                        if abs(ratio1 - 1.0) < 0.01 and abs(ratio0 - 1.0) < 0.01 else ""))
+    return ("Task weights over the training steps — " + "; ".join(parts) + ".") if parts else ""
