@@ -3,12 +3,11 @@
 - :func:`benchmark_ms`: one callable timed with :mod:`torch.utils.benchmark` (warm-up calls,
   then ``blocked_autorange``) → median and inter-quartile range in milliseconds, at a fixed
   thread count (the process's current one, recorded with the result).
-- :func:`saved_tensor_bytes`: bytes of the tensors autograd keeps for the backward pass
-  (:func:`torch.autograd.graph.saved_tensors_hooks`), each storage counted once — the
-  activation memory of a training step, per model, on any device. Process peak RSS cannot
-  give this: it only ever grows and counts everything the process held before.
-- :func:`training_memory`: a model's training-step memory: those activations plus weights,
-  gradients and Adam's two moments (4 × the parameter bytes).
+- :func:`training_memory`: a model's training-step memory: the bytes of the tensors autograd
+  keeps for the backward pass (:func:`cvaia.attention_cost.saved_tensor_bytes`, via
+  :func:`torch.autograd.graph.saved_tensors_hooks`, each storage counted once; any device)
+  plus weights, gradients and Adam's two moments (4 × the parameter bytes). Process peak RSS
+  cannot give this: it only ever grows and counts everything the process held before.
 - :func:`step_breakdown`: per training step, the time spent waiting for the batch (reading
   and augmenting it) vs the time of forward + loss + backward + optimizer step, measured on
   the run's own data path.
@@ -17,13 +16,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
+from ..attention_cost import saved_tensor_bytes
 from ..utils import synchronize
 
 
@@ -59,34 +59,11 @@ def benchmark_ms(fn: Callable[[], object], min_run_time: float = 0.2, warmup: in
     return {"median_ms": 1000.0 * m.median, "iqr_ms": 1000.0 * m.iqr, "runs": len(m.times), "threads": threads}
 
 
-def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
-    """Bytes of the distinct tensors autograd saves for the backward pass while running ``fn()``.
-
-    Measured with :func:`torch.autograd.graph.saved_tensors_hooks` (works on any device):
-    tensors sharing a storage are counted once, and tensors sharing a storage with one of
-    ``exclude`` (pass the module's parameters: weights are kept anyway) are not counted. This
-    is the activation memory a training step must keep between forward and backward.
-    """
-    skip = {(t.untyped_storage().data_ptr(), str(t.device)) for t in exclude}
-    storages: dict[tuple[int, str], int] = {}
-
-    def pack(t: torch.Tensor):
-        s = t.untyped_storage()
-        key = (s.data_ptr(), str(t.device))
-        if key not in skip:
-            storages[key] = s.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return int(sum(storages.values()))
-
-
 def training_memory(model: nn.Module, x: torch.Tensor, loss: Callable[[dict], torch.Tensor] | None = None) -> dict:
     """Memory (MiB) of one training step of ``model`` on the batch ``x``.
 
     ``activations_mib``: what autograd saves during ``model(x)`` (and ``loss(outputs)`` when
-    given), parameters excluded (:func:`saved_tensor_bytes`); ``weights_grads_adam_mib``: the
+    given), parameters excluded (:func:`cvaia.attention_cost.saved_tensor_bytes`); ``weights_grads_adam_mib``: the
     parameters, their gradients and Adam's two moment buffers (4 × the parameter bytes);
     ``total_mib`` the sum. The model's training mode and BatchNorm statistics are restored.
     """

@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 
 from .. import paths
+from ..attention_cost import saved_tensor_bytes
 from ..config import Config
 from . import verdicts as V
 from .common import pretrained_weights, profile_config, seed_configs
-from .measure import saved_tensor_bytes  # noqa: F401  (re-exported: measured_head_memory uses it)
 
 PROFILES = {
     "smoke": {"EPOCHS": 1, "TRAIN_IMAGES": 4, "VAL_IMAGES": 2, "TEST_IMAGES": 4, "SEEDS": [0, 1], "CROP_SIZE": 64,
