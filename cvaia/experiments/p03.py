@@ -206,9 +206,9 @@ def _forward_flops(module: nn.Module, args, kwargs) -> float:
 
 
 def _timing_row(name: str, module: nn.Module, flops: float, fwd, fwd_bwd, min_run_time: float, warmup: int,
-                device: torch.device) -> dict:
-    f = benchmark_ms(fwd, min_run_time, warmup, device)
-    fb = benchmark_ms(fwd_bwd, min_run_time, warmup, device)
+                device: torch.device, min_runs: int) -> dict:
+    f = benchmark_ms(fwd, min_run_time, warmup, device, min_runs=min_runs)
+    fb = benchmark_ms(fwd_bwd, min_run_time, warmup, device, min_runs=min_runs)
     return {"module": name, "params": sum(p.numel() for p in module.parameters()), "gflops": flops / 1e9,
             "forward_ms": f["median_ms"], "forward_iqr_ms": f["iqr_ms"],
             "forward_backward_ms": fb["median_ms"], "forward_backward_iqr_ms": fb["iqr_ms"],
@@ -216,7 +216,7 @@ def _timing_row(name: str, module: nn.Module, flops: float, fwd, fwd_bwd, min_ru
 
 
 def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | None = None,
-                  min_run_time: float = 0.1, warmup: int = 1) -> pd.DataFrame:
+                  min_run_time: float = 0.1, warmup: int = 1, min_runs: int = 3) -> pd.DataFrame:
     """Forward and forward+backward time, FLOPs and parameters of each module of ``model``.
 
     One forward pass of ``model(x)`` (in training mode, as during training) records every
@@ -225,7 +225,8 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
     backward of the sum of its outputs; inputs that needed a gradient in the real graph get
     one here too), each the median of :func:`~cvaia.experiments.measure.benchmark_ms`
     (``torch.utils.benchmark``: ``warmup`` calls, then ``blocked_autorange`` for at least
-    ``min_run_time`` s), with its inter-quartile range in ``*_iqr_ms``. ``gflops`` are the forward FLOPs
+    ``min_run_time`` s and at least ``min_runs`` timed blocks), with its inter-quartile range in
+    ``*_iqr_ms``. ``gflops`` are the forward FLOPs
     from :class:`torch.utils.flop_counter.FlopCounterMode`. A last row ``total (whole model)``
     times ``model(x)`` itself; the parts add up to about the total (the gap is the glue in
     ``forward``: upsampling to the input size, the depth activation).
@@ -278,7 +279,7 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
                     t.grad = None
 
             rows.append(_timing_row(name, module, _forward_flops(module, args, kwargs), fwd, fwd_bwd,
-                                    min_run_time, warmup, device))
+                                    min_run_time, warmup, device, min_runs))
 
         def whole_fwd():
             with torch.no_grad():
@@ -289,7 +290,7 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
             model.zero_grad(set_to_none=True)
 
         rows.append(_timing_row("total (whole model)", model, _forward_flops(model, (x,), {}), whole_fwd,
-                                whole_fwd_bwd, min_run_time, warmup, device))
+                                whole_fwd_bwd, min_run_time, warmup, device, min_runs))
     finally:
         model.load_state_dict(saved)
         model.train(was_training)
