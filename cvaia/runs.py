@@ -315,8 +315,11 @@ def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
     runs = list(runs)
     cfgs = [r.config.hash_dict() for r in runs]
     varied = []
+    # the union of the keys: some appear only in some configs (e.g. pretrained_weights, which
+    # a random-init config has not)
+    names = list(dict.fromkeys(k for c in cfgs for k in c))
     if cfgs:
-        for name in cfgs[0]:
+        for name in names:
             values = {json.dumps(c.get(name), sort_keys=True) for c in cfgs}
             if len(values) > 1:
                 varied.append(name)
@@ -327,7 +330,7 @@ def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
         cfg_all = run.config.to_dict()
         row: dict[str, Any] = {"run": run.name}
         for name in varied:
-            v = hd[name]
+            v = hd.get(name)
             row[name] = ",".join(map(str, v)) if isinstance(v, list) else v
         for col in wanted:
             if col in row:

@@ -92,3 +92,15 @@ def test_run_hash_covers_the_weights_content(tmp_path):
     assert cfg.config_hash() != first
     # random keeps its hash free of any file
     assert "pretrained_weights" not in make_config(pretrained="random").hash_dict()
+
+
+def test_results_table_mixes_random_and_pretrained_runs(tiny_root, isolated_dirs):
+    from cvaia.runs import get_run, results_table
+
+    base = dict(dataset_root=str(tiny_root), tasks="semseg", batch_size=2, num_epochs=1, aug_input_crop_size=32,
+                max_train_images=2, max_val_images=1, quiet=True)
+    runs = [get_run(make_config(**base, pretrained=p)) for p in ("random", "synthetic")]
+    table = results_table(runs)
+    assert list(table["pretrained"]) == ["random", "synthetic"]
+    assert table["pretrained_weights"].iloc[0] is None or table["pretrained_weights"].isna().iloc[0]
+    assert table["pretrained_weights"].iloc[1] == "sha256:" + file_sha256(WEIGHTS)
