@@ -176,7 +176,7 @@ def test_converted_root_passes_the_reader_and_trains(converted, isolated_dirs):
     cfg = make_config(dataset_root=str(out), aug_input_crop_size=64, batch_size=2,
                       batch_size_validation=2, num_epochs=1, max_train_images=2,
                       optimizer="adam", optimizer_lr=1e-3, log_every=1, quiet=True, device="cpu")
-    run = Run(train(cfg, run_dir=isolated_dirs["runs"] / "cityscapes"))
+    run = Run(train(cfg, run_dir=isolated_dirs["runs"] / "cityscapes").run_dir)
     assert list(run.history.step) == [1]
     assert np.isfinite(run.final["miou"]) and run.final["si_log_rmse"] > 0
 

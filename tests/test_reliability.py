@@ -9,6 +9,7 @@ of failed attempts, Ctrl-C.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -446,7 +447,10 @@ def _cli_train(root, store, *extra):
             "--batch_size", "4", "--batch_size_validation", "4", "--num_epochs", "3", "--max_train_images", "8",
             "--optimizer", "adam", "--optimizer_lr", "1e-3", "--log_every", "1", "--device", "cpu", "--quiet",
             *extra]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # pytest-xdist workers ignore SIGINT and children inherit ignored signals: give the CLI the
+    # default handler a user's terminal gives it
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
 
 
 def _wait_for_checkpoint(store, proc, timeout=240):

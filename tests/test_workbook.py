@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -202,11 +203,13 @@ def _run_one(tmp_path, cells):
 
 @pytest.mark.slow
 def test_kernel_transport_warning_gone_but_kernel_errors_kept(tmp_path, capfd, caplog, monkeypatch,
-                                                             isolated_dirs):
+                                                             isolated_dirs, request):
     """The kernel writes to the runner's stderr: its TCP warning goes, its real errors stay."""
     caplog.set_level("DEBUG")
-    sockets = tmp_path / "tmp"
-    sockets.mkdir()
+    # a short folder: a Unix socket path has at most ~107 bytes, and pytest's tmp paths under
+    # xdist can be longer (the runner then keeps TCP, as documented)
+    sockets = Path(tempfile.mkdtemp(prefix="cvt-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(sockets, ignore_errors=True))
     monkeypatch.setattr(tempfile, "tempdir", str(sockets))  # where the socket folder is made
     result = _run_one(tmp_path, [
         "from ipykernel.kernelapp import IPKernelApp\n"
