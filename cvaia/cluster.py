@@ -48,11 +48,10 @@ in-process sweep).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from . import paths, runs
 from .config import Config, ConfigError, make_config
+from .utils import temporary_environ
 
 #: Names accepted by :func:`executor_from_name` (``inprocess`` gives None).
 EXECUTOR_NAMES = ("inprocess", "local", "slurm", "debug")
@@ -109,22 +109,6 @@ def torch_distributed_env() -> dict[str, str]:
     }
 
 
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the old ones (the debug executor
-    runs jobs in the submitting process)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _fault_hook():
     """The :data:`FAULT_ENV` test hook as a progress callback, or None when it is not set."""
     spec = os.environ.get(FAULT_ENV, "").strip()
@@ -161,8 +145,8 @@ class TrainJob(Checkpointable):
         self.environ = dict(environ or {})
 
     def __call__(self) -> str:
-        with _environ(self.environ):
-            with _environ(torch_distributed_env()):
+        with temporary_environ(self.environ):
+            with temporary_environ(torch_distributed_env()):
                 run = runs.get_run(self.cfg, train=True, force=self.force, progress=_fault_hook() or False)
         return str(run.path)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import paths
+from .utils import temporary_environ
 
 #: Folder of the course notebooks.
 NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"
@@ -127,21 +128,6 @@ def ensure_dataset(dataset_root: str | os.PathLike | None = "",
 
 
 # ---- execution ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """Temporarily set environment variables (the kernel inherits them)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _keep_previous(output: Path) -> Path | None:
     """Rename an existing executed copy to ``<stem>.prev-<its mtime>.ipynb``; return the new path."""
     if not output.exists():
@@ -236,7 +222,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     start = time.time()
     t0 = time.perf_counter()
     try:
-        with _environ(**{HEADLINES_ENV: str(headlines_dir), "MPLBACKEND": "Agg",
+        with temporary_environ({HEADLINES_ENV: str(headlines_dir), "MPLBACKEND": "Agg",
                          "CVAIA_STATIC_WIDGETS": "1"}), kernel_transport() as transport:
             kwargs.update(transport)
             pm.execute_notebook(str(source), str(output), parameters=parameters,

@@ -316,22 +316,11 @@ def read_frame(frame: Frame, size: tuple[int, int] = DEFAULT_SIZE):
 # ---- writing the set ----------------------------------------------------------------------------
 def _write_one(job) -> None:
     """Convert one frame into its three files (via a scratch folder, then renamed)."""
-    from .encoding import write_depth_png, write_rgb_jpg, write_semseg_png
+    from .encoding import write_sample
 
     frame, size, out, scratch, split, index = job
     rgb, sem, depth = read_frame(frame, size)
-    parts = []
-    for kind, ext in _OUT_FILES:
-        part = scratch / f"{split}-{kind}-{index}{ext}"
-        if kind == "rgb":
-            write_rgb_jpg(part, rgb)
-        elif kind == "semseg":
-            write_semseg_png(part, sem)
-        else:
-            write_depth_png(part, depth, policy="invalidate")
-        parts.append((part, out / split / kind / f"{index}{ext}"))
-    for part, final in parts:
-        os.replace(part, final)
+    write_sample(out, split, index, rgb, sem, depth, scratch)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -148,3 +148,23 @@ def normalize_rgb(rgb, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         return (rgb.float() - m) / s
     a = np.asarray(rgb, dtype=np.float32)
     return (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def write_sample(root, split: str, index: int, rgb: np.ndarray, semseg: np.ndarray, depth_m: np.ndarray,
+                 scratch) -> None:
+    """Write one sample's ``rgb`` JPEG, ``semseg`` PNG and ``depth`` PNG (policy "invalidate")
+    into ``root/<split>/{rgb,semseg,depth}/<index>.{jpg,png}``: each is written in ``scratch``
+    first, then all three are renamed into place (a killed writer leaves no partial sample)."""
+    import os
+    from pathlib import Path
+
+    root, scratch = Path(root), Path(scratch)
+    parts = []
+    for kind, ext, write in (("rgb", ".jpg", lambda f: write_rgb_jpg(f, rgb)),
+                             ("semseg", ".png", lambda f: write_semseg_png(f, semseg)),
+                             ("depth", ".png", lambda f: write_depth_png(f, depth_m, policy="invalidate"))):
+        part = scratch / f"{split}-{kind}-{index}{ext}"
+        write(part)
+        parts.append((part, root / split / kind / f"{index}{ext}"))
+    for part, final in parts:
+        os.replace(part, final)

@@ -1247,23 +1247,11 @@ def render_image(seed: int, split: str, index: int, height: int = 128, width: in
 
 def _write_one(job) -> tuple[str, np.ndarray]:
     """Render one image and write its three files (via a scratch folder, then renamed)."""
-    from .encoding import write_depth_png, write_rgb_jpg, write_semseg_png
+    from .encoding import write_sample
 
     root, scratch, seed, split, index, height, width = job
     rgb, sem, depth = render_image(seed, split, index, height, width)
-    tmp = Path(scratch)
-    names = []
-    for kind, ext in _KINDS:
-        part = tmp / f"{split}-{kind}-{index}.{ext}"
-        if kind == "rgb":
-            write_rgb_jpg(part, rgb)
-        elif kind == "semseg":
-            write_semseg_png(part, sem)
-        else:
-            write_depth_png(part, depth, policy="invalidate")
-        names.append((part, Path(root) / split / kind / f"{index}.{ext}"))
-    for part, final in names:
-        os.replace(part, final)
+    write_sample(root, split, index, rgb, sem, depth, scratch)
     return split, np.bincount(sem.reshape(-1), minlength=256)
 
 
