@@ -480,16 +480,18 @@ class _Trainer:
                 outputs = {k_: v.float() for k_, v in outputs.items()}
                 total, parts = self.loss_fn(outputs, targets)
                 self.scaler.scale(total if group == 1 else total / group).backward()
+            # Bookkeeping on the device (no host synchronisation), for the optimizer step this
+            # micro-batch belongs to.
+            total = total.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
+                                    torch.full_like(first_bad, self.step + 1), first_bad)
+            win_total += total
+            ep_total += total
+            for t in tasks:
+                win_parts[t] += parts[t]
+                ep_parts[t] += parts[t]
+            win_n += 1
             if not last_of_group:
-                total = total.detach()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
-                                        torch.full_like(first_bad, self.step + 1), first_bad)
-                win_total += total
-                ep_total += total
-                for t in tasks:
-                    win_parts[t] += parts[t]
-                    ep_parts[t] += parts[t]
-                win_n += 1
                 continue
             if info.enabled and loss_params:
                 all_reduce_mean_([p.grad for p in loss_params if p.grad is not None], info)
@@ -500,17 +502,6 @@ class _Trainer:
             self.scaler.update()
             self.scheduler.step()
             self.step += 1
-
-            # Bookkeeping on the device: no host synchronisation here.
-            total = total.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
-                                    torch.full_like(first_bad, self.step), first_bad)
-            win_total += total
-            ep_total += total
-            for t in tasks:
-                win_parts[t] += parts[t]
-                ep_parts[t] += parts[t]
-            win_n += 1
             if self.step % cfg.log_every == 0:
                 self._log_window(epoch, win_total, win_parts, win_n, first_bad, lr, bar)
                 win_total.zero_()
