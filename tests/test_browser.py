@@ -48,7 +48,7 @@ pytestmark = [
 ]
 selenium = pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[dev]')")
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
@@ -227,7 +227,8 @@ def chrome(tmp_path):
 # ---- page helpers -------------------------------------------------------------------------------
 def _wait(driver, condition, what: str, timeout: float = WAIT_S):
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d))
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: condition(d))
     except TimeoutException:
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         shot = Path(driver.cvaia_tmp) / "timeout.png"
@@ -243,12 +244,17 @@ def _find(driver, css):
 
 def _image_src(driver, widget_css) -> str | None:
     """The ``src`` of the figure shown in a widget's output area (a PNG data URL)."""
-    img = _find(driver, f"{widget_css} .widget-output img")
-    return img.get_attribute("src") if img is not None else None
+    # One script call, so that the widget cannot replace the <img> between finding it and
+    # reading it (which a find_element + get_attribute pair races against: a stale element).
+    return driver.execute_script(
+        "const img = document.querySelector(arguments[0]); return img ? img.src : null;",
+        f"{widget_css} .widget-output img")
 
 
 def _readouts(driver, widget_css) -> list[str]:
-    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, f"{widget_css} .widget-readout")]
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), e => e.innerText.trim());",
+        f"{widget_css} .widget-readout")
 
 
 def _press_right(driver, widget_css) -> None:
