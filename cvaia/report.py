@@ -201,6 +201,15 @@ def _index_html(summary: dict, rows: list[dict]) -> str:
             out.append(f'<tr>{first}<td>{_e(key)}</td><td class="num">'
                        f"{_e(format_number(value))}</td></tr>")
     out.append("</table>")
+    timed = [(r["name"], k, v) for r in rows for k, v in (r["nb"].get("timings") or {}).items()]
+    if timed:
+        out.append("<h2>Timed on this machine</h2><p>Speed-ups, time ratios and data-wait shares depend on "
+                   "the machine's load, so two executions differ here (and only here).</p>"
+                   "<table><tr><th>notebook</th><th>number</th><th>value</th></tr>")
+        for name, key, value in timed:
+            out.append(f'<tr><td>{_e(name)}</td><td>{_e(key)}</td><td class="num">'
+                       f"{_e(format_number(value))}</td></tr>")
+        out.append("</table>")
 
     # gallery
     out.append("<h2>Figures</h2>")

@@ -62,6 +62,7 @@ class NotebookResult:
     ok: bool = False
     seconds: float = 0.0
     headlines: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  #: timed numbers (load-dependent)
     figures: list[Path] = field(default_factory=list)
     failed_cell: int | None = None    #: execution count of the failing cell (as shown in Jupyter)
     failed_cell_index: int | None = None  #: index of the failing cell in the notebook
@@ -142,13 +143,17 @@ def _keep_previous(output: Path) -> Path | None:
     return target
 
 
-def _read_headlines(path: Path) -> dict[str, float]:
+def _read_headlines(path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """The headline ``values`` and ``timings`` a notebook recorded (empty when it recorded none)."""
     if not path.is_file():
-        return {}
+        return {}, {}
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
-    values = data.get("values", data) if isinstance(data, dict) else {}
-    return {str(k): float(v) for k, v in values.items()}
+    if not isinstance(data, dict):
+        return {}, {}
+    values = data.get("values", {k: v for k, v in data.items() if k not in ("notebook", "timings")})
+    timings = data.get("timings") or {}
+    return ({str(k): float(v) for k, v in values.items()}, {str(k): float(v) for k, v in timings.items()})
 
 
 def _new_figures(folder: Path, since: float) -> list[Path]:
@@ -243,7 +248,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     result.seconds = time.perf_counter() - t0
     result.figures = _new_figures(paths.figures_dir(), start)
     try:
-        result.headlines = _read_headlines(headline_file)
+        result.headlines, result.timings = _read_headlines(headline_file)
     except (ValueError, OSError) as exc:
         result.ok = False
         result.error = result.error or f"unreadable headline file {headline_file}: {exc}"

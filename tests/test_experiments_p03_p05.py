@@ -51,9 +51,43 @@ def test_half_epochs_lower_is_better_for_silog():
         p03.half_epochs_verdict("x", 1.0, JOINT_HALF, JOINT_FULL, direction="more")
 
 
-def test_step_time_verdict():
-    assert p03.step_time_verdict("slower", [100, 102, 98, 101], [150, 151, 149]).outcome == V.REPRODUCED
-    assert p03.step_time_verdict("slower", [100, 102, 98, 101], [100, 101]).outcome == V.INCONCLUSIVE
+class _Heads(nn.Module):
+    """A stand-in model: ``n`` conv heads, outputs as a dict like the real models'."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.heads = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(n))
+
+    def forward(self, x):
+        f = self.stem(x)
+        return {f"t{i}": h(f) for i, h in enumerate(self.heads)}
+
+
+def test_step_cost_verdict_counts_flops_and_ignores_the_times():
+    joint, branched = _Heads(1).eval(), _Heads(2)
+    x = torch.randn(2, 3, 16, 16)
+    # the times point the other way: they are shown, not judged
+    v = p03.step_cost_verdict("slower", {"joint": joint, "branched": branched}, x,
+                              {"joint": [150.0, 151.0], "branched": [100.0, 101.0]})
+    assert v.outcome == V.REPRODUCED and v.threshold_kind == "tie" and v.delta > v.threshold > 0
+    assert "GFLOPs per training step" in v.detail and "branched 100" in v.detail and "not judged" in v.detail
+    assert "tie tolerance" in v.sentence()
+    swapped = p03.step_cost_verdict("slower", {"joint": branched, "branched": joint}, x)
+    assert swapped.outcome == V.CONTRADICTED
+    same = p03.step_cost_verdict("slower", {"joint": joint, "branched": _Heads(1)}, x)
+    assert same.outcome == V.INCONCLUSIVE
+    # counting leaves the models as they were: mode and (absent) gradients
+    assert not joint.training and all(p.grad is None for p in joint.parameters())
+
+
+def test_training_step_flops_counts_the_backward_too():
+    model = _Heads(1)
+    x = torch.randn(2, 3, 16, 16)
+    fwd, step = measure.forward_flops(model, x), measure.training_step_flops(model, x)
+    # stem: weight gradient only (x needs none); head: input and weight gradients
+    stem, head = fwd * 3 / (3 + 8), fwd * 8 / (3 + 8)  # their forward FLOPs: 3 vs 8 input channels
+    assert fwd > 0 and step == pytest.approx(fwd + stem + 2 * head, rel=1e-6)
 
 
 def test_epoch_values_reads_the_epoch_rows():
@@ -245,10 +279,9 @@ def test_step_text_words_follow_the_verdict():
                  "branched": pd.DataFrame({"data_ms": [1.0, 1.0, 1.0], "compute_ms": [160.0, 161.0, 159.0]})}
     summary = p03.step_summary(breakdown)
     assert summary.loc["branched", "compute [ms]"] == 160.0 and summary.loc["joint", "data share [%]"] < 1.5
-    slower = p03.step_time_verdict("slower", breakdown["joint"]["compute_ms"], breakdown["branched"]["compute_ms"])
-    assert "**compute**" in p03.step_text(summary, slower) and "**1.60×**" in p03.step_text(summary, slower)
-    same = p03.step_time_verdict("slower", [100.0, 101.0, 99.0], [100.0, 101.0, 99.5])
-    assert "not clearly different" in p03.step_text(summary, same)
+    slower = V.counted("slower", {"branched": 2.0, "joint": 1.0}, "branched", "higher")
+    text = p03.step_text(summary, slower)
+    assert "**compute**" in text and "**1.60×**" in text and "**reproduced**" in text and "under any load" in text
     breakdown["branched"]["data_ms"] = 100.0
     summary = p03.step_summary(breakdown)
     assert "waiting for data" in p03.step_text(summary, slower)

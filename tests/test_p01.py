@@ -113,16 +113,16 @@ def cost_table(times, iqrs, blocks=10):
                          "decoder_gflops_per_crop": [0.63, 0.66, 0.68]})
 
 
-def test_timing_verdict_uses_the_interquartile_ranges():
-    assert p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 12.0], [0.2] * 3), 64).outcome == CONTRADICTED
-    assert p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 10.2], [0.2] * 3), 64).outcome == INCONCLUSIVE
-    v = p01.timing_verdict("64 fastest", cost_table([12.0, 12.5, 10.0], [0.2] * 3), 64)
-    assert v.outcome == REPRODUCED and v.delta == pytest.approx(2.0) and v.threshold == pytest.approx(0.4)
-    assert "GFLOPs" in v.detail and "fastest other (16)" in v.detail
-    few = p01.timing_verdict("64 fastest", cost_table([10.0, 10.5, 30.0], [0.0] * 3, blocks=1), 64)
-    assert few.outcome == INCONCLUSIVE and "timed blocks" in few.detail
+def test_speed_verdict_judges_the_counted_flops_not_the_times():
+    # 64 channels need the most FLOPs: contradicted, however the (load-dependent) times came out
+    for times in ([10.0, 10.5, 12.0], [12.0, 12.5, 10.0], [10.0, 10.5, 10.2]):
+        v = p01.speed_verdict("64 fastest", cost_table(times, [0.2] * 3), 64)
+        assert v.outcome == CONTRADICTED and v.delta == pytest.approx(0.63 - 0.68)
+        assert "skip_channels=16 0.63" in v.detail and "not judged" in v.detail
+        assert f"skip_channels=64 {times[2]:.3g}" in v.detail
+    assert p01.speed_verdict("16 fastest", cost_table([1.0, 2.0, 3.0], [0.1] * 3), 16).outcome == REPRODUCED
     with pytest.raises(KeyError, match="skip_channels=32"):
-        p01.timing_verdict("32 fastest", cost_table([1.0, 2.0, 3.0], [0.1] * 3), 32)
+        p01.speed_verdict("32 fastest", cost_table([1.0, 2.0, 3.0], [0.1] * 3), 32)
 
 
 def test_verdict_frame_signs_deltas_and_hides_refused_verdicts():

@@ -95,6 +95,7 @@ def executed(tmp_path):
             {"name": "00_first", "ok": True, "seconds": 12.34, "error": None, "failed_cell": None,
              "headlines": {"miou": 40.891, "verdicts_reproduced": 3.0, "verdicts_contradicted": 1.0,
                            "verdicts_inconclusive": 0.0},
+             "timings": {"speedup": 2.345},
              "figures": [str(figs / "p0_samples.png"), "/gone/elsewhere/p1 lr&miou.png"]},
             {"name": "01_broken", "ok": False, "seconds": 1.5, "failed_cell": 2,
              "failed_cell_index": 1, "error": f"ValueError: {NASTY}", "headlines": {}, "figures": []},
@@ -128,7 +129,7 @@ def test_index_lists_notebooks_status_time_verdicts(executed):
     index = report.build_report(executed["out"])
     assert index == executed["out"] / "report" / "index.html"
     page = _Page(index.read_text(encoding="utf-8"))
-    notebooks, headlines = page.tables
+    notebooks, headlines, timed = page.tables
     assert notebooks[0] == ["notebook", "status", "time", "figures", "reproduced", "contradicted",
                             "inconclusive"]
     assert notebooks[1] == ["00_first", "ok", "12.3 s", "2", "3", "1", "0"]
@@ -139,6 +140,9 @@ def test_index_lists_notebooks_status_time_verdicts(executed):
     assert ["02_third", NASTY, "0.5"] in headlines and ["nan_value", "nan"] in headlines
     assert ["01_broken", "\u2014", "\u2014"] in headlines
     assert not any("verdicts_" in cell for row in headlines for cell in row)
+    # timed numbers (load-dependent) have their own table, not the headline one
+    assert timed == [["notebook", "number", "value"], ["00_first", "speedup", "2.345"]]
+    assert not any("speedup" in cell for row in headlines for cell in row)
     text = "".join(page.text)
     assert "3 notebook(s), 1 failed, 14.1 s in total" in text
     # the failure: which cell, the error, a link to the executed notebook's page

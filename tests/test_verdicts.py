@@ -83,3 +83,20 @@ def test_exact_and_learned_and_tally():
     assert list(table.verdict) == [V.REPRODUCED, V.CONTRADICTED, V.INCONCLUSIVE]
     with pytest.raises(ValueError):
         V.Verdict("x", "maybe")
+
+
+def test_counted_costs_decide_without_noise():
+    flops = {"16": 0.63, "48": 0.66, "64": 0.68}
+    assert V.counted("16 fastest", flops, "16", "lower").outcome == V.REPRODUCED
+    v = V.counted("64 fastest", flops, "64", "lower", timed={"16": 12.0, "48": 12.5, "64": 9.0})
+    assert v.outcome == V.CONTRADICTED and v.delta == pytest.approx(0.63 - 0.68)
+    assert v.threshold == pytest.approx(0.01 * 0.68) and v.threshold_kind == "tie"
+    assert "tie tolerance" in v.sentence() and "noise threshold" not in v.sentence()
+    assert "64 9" in v.detail and "not judged" in v.detail  # the times are shown, never decide
+    assert V.counted("64 most", flops, "64", "higher").outcome == V.REPRODUCED
+    assert V.counted("tie", {"a": 1.0, "b": 1.005}, "a", "lower").outcome == V.INCONCLUSIVE  # within 1 %
+    assert V.counted("alone", {"a": 1.0}, "a").outcome == V.INCONCLUSIVE
+    with pytest.raises(KeyError, match="'c'"):
+        V.counted("x", flops, "c")
+    with pytest.raises(ValueError, match="direction"):
+        V.counted("x", flops, "16", "faster")

@@ -33,7 +33,7 @@ fig.savefig(out)
 assert PROFILE == "smoke", PROFILE
 assert os.path.isdir(os.path.join(DATASET_ROOT, "train", "rgb")), DATASET_ROOT
 assert os.path.basename(os.getcwd()) == "nbs", os.getcwd()
-record_headline("{nn}", {{"score": {value}, "time_s": 0.5}})
+record_headline("{nn}", {{"score": {value}}}, timings={{"time_s": 0.5}})
 """
 
 
@@ -111,7 +111,9 @@ def test_failure_reported_and_others_still_run(book_run):
 def test_headlines_and_figures_collected(book_run):
     summary = json.loads((book_run["out"] / "summary.json").read_text())
     by_name = {r["name"]: r for r in summary["notebooks"]}
-    assert by_name["00_first"]["headlines"] == {"score": 41.5, "time_s": 0.5}
+    # timed numbers are kept apart from the headline values (they depend on the machine's load)
+    assert by_name["00_first"]["headlines"] == {"score": 41.5}
+    assert by_name["00_first"]["timings"] == {"time_s": 0.5}
     assert math.isnan(by_name["02_third"]["headlines"]["score"])
     assert [p.rsplit("/", 1)[-1] for p in by_name["00_first"]["figures"]] == ["fake_00.png"]
     assert (book_run["env"] / "figures" / "fake_02.png").is_file()

@@ -308,40 +308,57 @@ def format_report(info: Mapping[str, Any]) -> str:
 
 
 # ---- headline numbers -----------------------------------------------------------------------
-def record_headline(notebook: str, values: Mapping[str, float], *, display: bool = True) -> dict[str, float]:
+def record_headline(notebook: str, values: Mapping[str, float], *, timings: Mapping[str, float] | None = None,
+                    display: bool = True) -> dict[str, float]:
     """Record a notebook's headline numbers.
 
     ``notebook`` is the two-digit number ("01"); ``values`` maps short names to numbers (each
-    must convert to a float). Writes ``{"notebook": .., "values": {..}}`` to
-    ``$CVAIA_HEADLINES_DIR/<notebook>.json`` when that variable is set, displays a small
-    table (in Jupyter) and returns the values as floats.
+    must convert to a float): results that two executions on the same machine reproduce.
+    ``timings``: numbers timed on this machine (speed-ups, time ratios, data-wait shares), which
+    depend on what else runs, kept apart so that comparing two executions' ``values`` means
+    something. Writes ``{"notebook": .., "values": {..}, "timings": {..}}`` to
+    ``$CVAIA_HEADLINES_DIR/<notebook>.json`` when that variable is set, displays small tables
+    (in Jupyter) and returns the values as floats.
     """
     notebook = str(notebook)
     if not (len(notebook) == 2 and notebook.isdigit()):
         raise ValueError(f"record_headline: notebook must be two digits like '01', got {notebook!r}")
+    clean = _as_floats(values, "value")
+    timed = _as_floats(timings or {}, "timing")
+    folder = os.environ.get(HEADLINES_ENV, "").strip()
+    if folder:
+        out = Path(folder).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        payload = {"notebook": notebook, "values": _json_numbers(clean), "timings": _json_numbers(timed)}
+        tmp = out / f".{notebook}.json.tmp"
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        os.replace(tmp, out / f"{notebook}.json")
+    if display:
+        _show_headlines(notebook, clean, timed)
+    return clean
+
+
+def _as_floats(values: Mapping[str, float], what: str) -> dict[str, float]:
     clean: dict[str, float] = {}
     for key, value in values.items():
         try:
             clean[str(key)] = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"record_headline: value {key!r} must be a number, got {value!r}") from None
-    folder = os.environ.get(HEADLINES_ENV, "").strip()
-    if folder:
-        out = Path(folder).expanduser()
-        out.mkdir(parents=True, exist_ok=True)
-        payload = {"notebook": notebook,
-                   "values": {k: (v if math.isfinite(v) else str(v)) for k, v in clean.items()}}
-        tmp = out / f".{notebook}.json.tmp"
-        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-        os.replace(tmp, out / f"{notebook}.json")
-    if display:
-        _show_headlines(notebook, clean)
+            raise ValueError(f"record_headline: {what} {key!r} must be a number, got {value!r}") from None
     return clean
 
 
-def _show_headlines(notebook: str, values: Mapping[str, float]) -> None:
+def _json_numbers(values: Mapping[str, float]) -> dict[str, float | str]:
+    return {k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}
+
+
+def _show_headlines(notebook: str, values: Mapping[str, float], timings: Mapping[str, float]) -> None:
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in values.items())
     text = f"**Headline numbers of notebook {notebook}**\n\n| number | value |\n|---|---|\n{rows}"
+    if timings:
+        rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in timings.items())
+        text += ("\n\n**Timed on this machine** (these depend on its load, so two executions differ)"
+                 f"\n\n| number | value |\n|---|---|\n{rows}")
     try:
         from IPython import get_ipython
         from IPython.display import Markdown, display

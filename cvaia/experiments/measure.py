@@ -134,3 +134,46 @@ def step_breakdown(cfg, steps: int = 6, warmup: int = 2, root: str | Path | None
     df = pd.DataFrame(rows[warmup:]).reset_index(drop=True)
     df["data_share_%"] = 100 * df["data_ms"] / (df["data_ms"] + df["compute_ms"])
     return df
+
+
+# ---- counted costs ------------------------------------------------------------------------------
+def forward_flops(module: nn.Module, *args, **kwargs) -> float:
+    """Forward FLOPs of ``module(*args, **kwargs)`` (:class:`torch.utils.flop_counter.FlopCounterMode`:
+    2 per multiply-add of the convolutions and matrix products), without autograd."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(*args, **kwargs)
+    return float(counter.get_total_flops())
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def training_step_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one training step's forward + backward of ``model`` on the batch ``x`` (counted,
+    so the same on every machine and under any load; the optimiser's element-wise update is not
+    a matrix product and is not counted). The model's mode and gradients are left as they were."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    grads = {p: p.grad for p in model.parameters()}
+    counter = FlopCounterMode(display=False)
+    try:
+        model.train()
+        with counter:
+            out = _tensors(model(x))
+            sum(t.float().sum() for t in out if t.is_floating_point()).backward()
+    finally:
+        model.train(was_training)
+        for p, g in grads.items():
+            p.grad = g
+    return float(counter.get_total_flops())

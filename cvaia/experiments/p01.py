@@ -29,6 +29,7 @@ from ..config import Config
 from ..data.augment import eval_size
 from . import verdicts as V
 from .common import profile_config, run_row
+from .measure import forward_flops
 
 PROFILES = {
     # plumbing only: every experiment present, tiny
@@ -220,17 +221,6 @@ def conv_configs(P: Mapping, pretrained: str, lr: float) -> list[Config]:
     return [base_config(P, pretrained, optimizer_lr=lr, decoder_num_convs=int(n)) for n in P["CONV_GRID"]]
 
 
-def forward_flops(module: torch.nn.Module, *args) -> float:
-    """Forward FLOPs of ``module(*args)`` (:class:`torch.utils.flop_counter.FlopCounterMode`:
-    2 per multiply-add of the convolutions and matrix products)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(*args)
-    return float(counter.get_total_flops())
-
-
 def skip_width_cost(skip_grid: Sequence[int], crop: int, batch: int, seconds: float = 0.5,
                     device: str = "cpu", seed: int = 0) -> pd.DataFrame:
     """What the skip width costs: per width, the decoder's parameters, its forward FLOPs and
@@ -271,41 +261,20 @@ def skip_width_cost(skip_grid: Sequence[int], crop: int, batch: int, seconds: fl
     return df
 
 
-#: A timing verdict needs at least this many timed blocks per option (for an interquartile range).
-MIN_TIMING_BLOCKS = 4
+def speed_verdict(claim: str, cost: pd.DataFrame, expected: int, key: str = "skip_channels") -> V.Verdict:
+    """The report claims ``expected`` is the *fastest* row of ``cost`` (:func:`skip_width_cost`).
 
-
-def timing_verdict(claim: str, cost: pd.DataFrame, expected: int, key: str = "skip_channels") -> V.Verdict:
-    """The report claims ``expected`` is the *fastest* row of ``cost``: reproduced when its
-    median time beats every other row's by more than the two interquartile ranges together,
-    contradicted when some row beats it by more than that, else inconclusive (also when a row
-    has fewer than :data:`MIN_TIMING_BLOCKS` timed blocks). The FLOPs go into the detail (they
-    say which way the difference must go)."""
+    Judged on the decoder's counted forward FLOPs per crop (:func:`cvaia.experiments.verdicts.counted`),
+    which do not move with the machine's load, so two executions give the same verdict; the
+    measured median times go into the detail, unjudged. Reproduced when ``expected`` needs
+    fewer FLOPs than every other width, contradicted when another width needs fewer.
+    """
     t = cost.set_index(key)
     if expected not in t.index:
-        raise KeyError(f"timing_verdict: {key}={expected} is not among {list(t.index)}")
-    mine = t.loc[expected]
-    others = t.drop(index=expected)
-    numbers = {f"{key}={k}": float(v) for k, v in t["time_ms"].items()}
-    if others.empty:
-        return V.Verdict(claim, V.INCONCLUSIVE, detail="nothing to compare with", numbers=numbers)
-    few = [k for k, n in t["blocks"].items() if n < MIN_TIMING_BLOCKS]
-    if few:
-        return V.Verdict(claim, V.INCONCLUSIVE, detail=f"fewer than {MIN_TIMING_BLOCKS} timed blocks for "
-                         f"{key}={', '.join(map(str, few))}: no interquartile range to judge by", numbers=numbers)
-    rival = others["time_ms"].idxmin()
-    delta = float(others.loc[rival, "time_ms"] - mine["time_ms"])  # > 0: expected is faster
-    thr = float(mine["iqr_ms"] + others.loc[rival, "iqr_ms"])
-    detail = (f"{expected}: {mine['time_ms']:.2f} ms (IQR {mine['iqr_ms']:.2f}), fastest other ({rival}): "
-              f"{others.loc[rival, 'time_ms']:.2f} ms (IQR {others.loc[rival, 'iqr_ms']:.2f}); decoder GFLOPs per crop "
-              f"{mine['decoder_gflops_per_crop']:.3f} vs {others.loc[rival, 'decoder_gflops_per_crop']:.3f}")
-    if delta > thr:
-        outcome = V.REPRODUCED
-    elif delta < -thr:
-        outcome = V.CONTRADICTED
-    else:
-        outcome = V.INCONCLUSIVE
-    return V.Verdict(claim, outcome, delta, thr, detail, numbers)
+        raise KeyError(f"speed_verdict: {key}={expected} is not among {list(t.index)}")
+    return V.counted(claim, {f"{key}={k}": float(v) for k, v in t["decoder_gflops_per_crop"].items()},
+                     f"{key}={expected}", "lower", unit="decoder GFLOPs per crop",
+                     timed={f"{key}={k}": float(v) for k, v in t["time_ms"].items()}, timed_unit="ms (median)")
 
 
 # ---- 1.3 ablation: no dilation vs dilation vs ASPP + skip --------------------------------------------------
@@ -419,7 +388,7 @@ def noise_band(noise) -> tuple[float, float, str]:
 
 def report_direction_delta(v: V.Verdict) -> float:
     """A verdict's difference signed so that > 0 points the report's way: Δ of
-    :func:`~cvaia.experiments.verdicts.compare` / ``best_of`` / :func:`timing_verdict`, and for
+    :func:`~cvaia.experiments.verdicts.compare` / ``best_of`` / :func:`speed_verdict`, and for
     a trend its weakest step (the one that decides it)."""
     if not math.isnan(v.delta):
         return float(v.delta)

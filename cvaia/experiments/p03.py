@@ -24,7 +24,7 @@ from torch import nn
 from ..config import Config
 from . import verdicts as V
 from .common import pretrained_weights, profile_config
-from .measure import benchmark_ms, training_memory
+from .measure import benchmark_ms, forward_flops, training_memory, training_step_flops
 
 PROFILES = {
     # plumbing only: every experiment present, seconds each
@@ -130,14 +130,16 @@ def half_epochs_verdict(claim: str, branched: float, joint_half: Sequence[float]
     return V.Verdict(claim, outcome, d_full, thr_full, detail, numbers)
 
 
-def step_time_verdict(claim: str, joint_ms: Sequence[float], branched_ms: Sequence[float],
-                      k: float = V.K_SIGMA) -> V.Verdict:
-    """The report's "the branched model trains slower" on measured per-step compute times:
-    reproduced when the branched model's mean step is longer by more than ``k`` σ of the
-    difference (σ from the joint model's step-to-step spread)."""
-    noise = V.seed_noise("step time", joint_ms)
-    return V.compare(claim, float(np.mean(branched_ms)), noise.mean, noise, "higher",
-                     n_a=len(branched_ms), n_b=noise.n, k=k)
+def step_cost_verdict(claim: str, models: Mapping[str, nn.Module], x: torch.Tensor,
+                      compute_ms: Mapping[str, Sequence[float]] | None = None) -> V.Verdict:
+    """The report's "the branched model trains slower", judged on the counted FLOPs of one
+    training step (forward + backward on the batch ``x``, :func:`~cvaia.experiments.measure.training_step_flops`)
+    of ``models["joint"]`` and ``models["branched"]``: the same verdict on a loaded and an idle machine.
+    ``compute_ms``: the measured per-step compute times, shown beside the counts (median), not judged."""
+    flops = {name: training_step_flops(models[name], x) / 1e9 for name in ("branched", "joint")}
+    timed = {name: float(np.median(compute_ms[name])) for name in ("branched", "joint")} if compute_ms else None
+    return V.counted(claim, flops, "branched", "higher", unit="GFLOPs per training step", timed=timed,
+                     timed_unit="ms compute per step (median)")
 
 
 # ---- model summary ------------------------------------------------------------------------------
@@ -194,15 +196,6 @@ def _detach_like(obj):
     if isinstance(obj, Mapping):
         return {k: _detach_like(v) for k, v in obj.items()}
     return obj
-
-
-def _forward_flops(module: nn.Module, args, kwargs) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        module(*args, **kwargs)
-    return float(counter.get_total_flops())
 
 
 def _timing_row(name: str, module: nn.Module, flops: float, fwd, fwd_bwd, min_run_time: float, warmup: int,
@@ -278,7 +271,7 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
                 for t in _tensors((args, kwargs)):
                     t.grad = None
 
-            rows.append(_timing_row(name, module, _forward_flops(module, args, kwargs), fwd, fwd_bwd,
+            rows.append(_timing_row(name, module, forward_flops(module, *args, **kwargs), fwd, fwd_bwd,
                                     min_run_time, warmup, device, min_runs))
 
         def whole_fwd():
@@ -289,7 +282,7 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
             sum(o.float().sum() for o in _tensors(model(x))).backward()
             model.zero_grad(set_to_none=True)
 
-        rows.append(_timing_row("total (whole model)", model, _forward_flops(model, (x,), {}), whole_fwd,
+        rows.append(_timing_row("total (whole model)", model, forward_flops(model, x), whole_fwd,
                                 whole_fwd_bwd, min_run_time, warmup, device, min_runs))
     finally:
         model.load_state_dict(saved)
@@ -539,17 +532,16 @@ def step_text(summary: pd.DataFrame, verdict: V.Verdict) -> str:
     ratio = b["compute [ms]"] / j["compute [ms]"]
     data_ratio = b["data wait [ms]"] / j["data wait [ms]"] if j["data wait [ms]"] > 0 else math.nan
     share = max(j["data share [%]"], b["data share [%]"])
-    if verdict.outcome != V.REPRODUCED:
-        cause = "the two models' steps are not clearly different in compute time here."
-    elif share < 20:
+    if share < 20:
         cause = "**compute**: waiting for the batch is a small share of either model's step."
     else:
         cause = "partly **waiting for data**: it is a large share of a step."
     return (f"Median over {int(j['steps'])} steps: compute {j['compute [ms]']:.0f} ms joint vs {b['compute [ms]']:.0f} ms "
             f"branched (**{ratio:.2f}×**); waiting for the batch {j['data wait [ms]']:.1f} vs {b['data wait [ms]']:.1f} ms "
             f"({data_ratio:.2f}×: the same data path). The data wait is {j['data share [%]']:.1f} % (joint) and "
-            f"{b['data share [%]']:.1f} % (branched) of a step, so the measured slowdown is " + cause
-            + f"\n\n- {verdict.sentence()}")
+            f"{b['data share [%]']:.1f} % (branched) of a step, so what separates the two steps is " + cause
+            + f"\n\n- {verdict.sentence()}\n\nThe verdict counts the FLOPs of a step (the same on every machine "
+            "and under any load); the milliseconds above are this machine's, at this moment.")
 
 
 def flops_text(gf: pd.DataFrame, flops_ratio: float, time_ratio: float, dec_share: float, epoch_ratio: float,

@@ -90,6 +90,8 @@ class Verdict:
     threshold: float = math.nan
     detail: str = ""
     numbers: Mapping[str, float] = field(default_factory=dict)
+    #: what ``threshold`` is: "noise" (k·σ of the difference) or "tie" (a counted cost's tolerance)
+    threshold_kind: str = "noise"
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
@@ -105,7 +107,8 @@ class Verdict:
         if not math.isnan(self.delta):
             parts.append(f"Δ = {self.delta:+.{digits}f}")
         if not math.isnan(self.threshold):
-            parts.append(f"noise threshold ±{self.threshold:.{digits}f} (2σ of the difference)")
+            parts.append(f"tie tolerance ±{self.threshold:.{digits}g}" if self.threshold_kind == "tie" else
+                         f"noise threshold ±{self.threshold:.{digits}f} (2σ of the difference)")
         if self.detail:
             parts.append(self.detail)
         return "; ".join(parts)
@@ -203,6 +206,40 @@ def best_of(claim: str, scores: Mapping[str, float], expected: str, noise: Noise
     else:
         outcome = INCONCLUSIVE
     return Verdict(claim, outcome, sign * margin, thr, detail, numbers)
+
+
+def counted(claim: str, costs: Mapping[str, float], expected: str, direction: str = "lower",
+            unit: str = "GFLOPs", rel_tol: float = 0.01, timed: Mapping[str, float] | None = None,
+            timed_unit: str = "ms") -> Verdict:
+    """A claim about speed judged on a *counted* cost (FLOPs, parameters, bytes) instead of a time.
+
+    The report claims option ``expected`` of ``costs`` (option → cost) is the cheapest
+    (``direction="lower"``, e.g. "the fastest") or the most expensive (``"higher"``, e.g. "the
+    slower step"). Counted costs have no run-to-run noise, so the verdict does not depend on
+    what else runs on the machine: reproduced when ``expected`` is ahead of every other option by
+    more than ``rel_tol`` (relative), contradicted when some option is ahead of it by more than
+    that, else inconclusive (the counts tie). ``timed``: the same options' measured times, shown
+    in the detail next to the counts and never judged (they move with the machine's load).
+    """
+    if expected not in costs:
+        raise KeyError(f"counted {claim!r}: expected option {expected!r} is not among {list(costs)}")
+    sign = _signed(direction)  # +1 higher, -1 lower
+    mine = float(costs[expected])
+    others = {str(o): float(v) for o, v in costs.items() if o != expected}
+    numbers = {str(o): float(v) for o, v in costs.items()}
+    if not others:
+        return Verdict(claim, INCONCLUSIVE, detail="nothing to compare with", numbers=numbers)
+    # the rival: the other option furthest in the claimed direction (the cheapest for "lower")
+    rival, rival_v = max(others.items(), key=lambda kv: sign * kv[1])
+    margin = sign * (mine - rival_v)  # > 0: expected is ahead of every other option
+    tol = rel_tol * max(abs(mine), abs(rival_v))
+    detail = (f"counted {unit}: {expected} {mine:.4g} vs {rival} {rival_v:.4g} (counts have no noise; "
+              f"a difference under {rel_tol:.0%} is a tie)")
+    if timed:
+        shown = ", ".join(f"{o} {float(t):.3g}" for o, t in timed.items())
+        detail += f"; timed on this machine, not judged (depends on its load): {shown} {timed_unit}"
+    outcome = REPRODUCED if margin > tol else CONTRADICTED if margin < -tol else INCONCLUSIVE
+    return Verdict(claim, outcome, margin, tol, detail, numbers, threshold_kind="tie")
 
 
 def exact(claim: str, measured: float, reported: float, rel_tol: float = 0.01) -> Verdict:
