@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import ConfigError, ConfigNotice
-from .models.registry import ALL_TASKS as TASKS
-from .models.registry import MODEL_NAMES, task_error
+from .model_names import ALL_TASKS as TASKS
+from .model_names import MODEL_NAMES, task_error
 
 ENCODER_NAMES = ("resnet18", "resnet34")
 __all__ = ["Config", "ConfigError", "ENCODER_NAMES", "FIELD_NAMES", "MODEL_NAMES", "TASKS", "add_config_arguments",

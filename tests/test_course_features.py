@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from cvaia import run_folder as rf
 from cvaia.__main__ import main
@@ -28,12 +30,7 @@ def _kill_after(n):
     return callback
 
 
-def tiny_cfg(root, **kw):
-    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=2, batch_size_validation=4,
-                num_epochs=2, max_train_images=8, optimizer="adam", optimizer_lr=1e-3, log_every=1, quiet=True,
-                device="cpu")
-    base.update(kw)
-    return make_config(**base)
+tiny_cfg = partial(tiny_config, batch_size=2, num_epochs=2, log_every=1)
 
 
 def _weights(run_dir):

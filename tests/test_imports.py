@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import cvaia
@@ -87,3 +89,12 @@ def test_graph_sees_function_local_imports():
 def test_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_reading_a_config_does_not_import_torch():
+    """``cvaia.config`` (flags, validation, hashes) stays torch-free, so ``--help`` and a bad
+    flag's error come back at once; the models are imported only to build one."""
+    code = ("import sys, cvaia.config as c; c.make_config(model_name='adaptive_depth', tasks='depth'); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'cvaia.models') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

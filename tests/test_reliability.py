@@ -15,9 +15,11 @@ import sys
 import threading
 import time
 import types
+from functools import partial
 
 import pytest
 import torch
+from helpers import tiny_config
 
 from cvaia import utils
 from cvaia.__main__ import main
@@ -142,14 +144,7 @@ def test_cli_says_out_of_memory_and_what_to_shrink(error, where, monkeypatch, ca
 
 
 # ---- training-level cases (tiny runs: 8 images, 64x64 crops, a few seconds each) -------------------
-def tiny_cfg(root, **kw):
-    from cvaia.config import make_config
-
-    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=4, batch_size_validation=4,
-                num_epochs=1, max_train_images=8, optimizer="adam", optimizer_lr=1e-3, log_every=1, quiet=True,
-                device="cpu")
-    base.update(kw)
-    return make_config(**base)
+tiny_cfg = partial(tiny_config, log_every=1)
 
 
 def _poison_after(monkeypatch, step):

@@ -8,10 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_config
 
 from cvaia.config import ConfigError, make_config
 from cvaia.runs import (
@@ -29,12 +31,7 @@ from cvaia.utils import FileLock, atomic_write_json, atomic_write_text
 REPO = Path(__file__).resolve().parent.parent
 
 
-def tiny_cfg(root, **kw):
-    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=4, batch_size_validation=4,
-                num_epochs=1, max_train_images=8, max_val_images=2, optimizer="adam",
-                optimizer_lr=1e-3, quiet=True, device="cpu")
-    base.update(kw)
-    return make_config(**base)
+tiny_cfg = partial(tiny_config, max_val_images=2)
 
 
 def test_run_dir_name_and_store(isolated_dirs, tmp_path):

@@ -7,8 +7,10 @@ import argparse
 import json
 import os
 import time
+from functools import partial
 
 import pytest
+from helpers import tiny_config
 from submitit.helpers import DelayedSubmission
 
 import cvaia.train
@@ -19,13 +21,7 @@ from cvaia.commands.sweep import parse_grid
 from cvaia.config import ConfigError, make_config
 from cvaia.runs import Run, get_run, run_dir_for, sweep
 
-
-def tiny_cfg(root, **kw):
-    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=4, batch_size_validation=4,
-                num_epochs=1, max_train_images=8, max_val_images=2, optimizer="adam",
-                optimizer_lr=1e-3, quiet=True, device="cpu")
-    base.update(kw)
-    return make_config(**base)
+tiny_cfg = partial(tiny_config, max_val_images=2)
 
 
 @pytest.fixture()

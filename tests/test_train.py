@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import tiny_config
 
 from cvaia.config import ConfigError, make_config
 from cvaia.optim import build_optimizer, build_scheduler
@@ -33,12 +35,7 @@ def kill_after_epoch(n):
     return callback
 
 
-def tiny_cfg(root, **kw):
-    base = dict(dataset_root=str(root), aug_input_crop_size=64, batch_size=4, batch_size_validation=4,
-                num_epochs=2, max_train_images=8, optimizer="adam", optimizer_lr=1e-3,
-                log_every=1, quiet=True, device="cpu")
-    base.update(kw)
-    return make_config(**base)
+tiny_cfg = partial(tiny_config, num_epochs=2, log_every=1)
 
 
 def test_run_learns(tiny_root, isolated_dirs):

@@ -1,8 +1,11 @@
 """The model registry: each course model's name, the tasks it predicts, and how a config builds it.
 
-:data:`MODELS` is the one list of models: :class:`cvaia.config.Config` takes its
-``model_name`` choices and task rules from here, and :func:`build_model` builds the model a
-config names. Add a model by writing its builder (:mod:`cvaia.models.builder`) and one entry.
+:data:`MODELS` is the one list of models. Names, tasks and summaries come from the torch-free
+table :data:`cvaia.model_names.MODEL_SPECS` (which :class:`cvaia.config.Config` validates
+against, so reading a config does not import PyTorch); this module pairs each name with its
+builder and the config fields it reads, and :func:`build_model` builds the model a config
+names. Add a model by writing its builder (:mod:`cvaia.models.builder`), one spec and one entry
+here (an import-time check says when the two lists disagree).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
+from ..model_names import ALL_TASKS, MODEL_NAMES, MODEL_SPECS, task_error  # noqa: F401 (re-exported)
 from .builder import (
     AttentionOptions,
     adaptive_depth,
@@ -24,13 +28,12 @@ from .builder import (
 )
 from .encoder import PretrainedWeightsError
 
-ALL_TASKS = ("semseg", "depth")
-
 
 @dataclass(frozen=True)
 class ModelInfo:
     """One registered model: ``builder``, the ``tasks`` it predicts (None: any non-empty subset
-    of semseg, depth, chosen by ``--tasks``) and the config fields its builder reads."""
+    of semseg, depth, chosen by ``--tasks``), the config fields its builder reads (``options``)
+    and a one-line ``summary`` (tasks and summary come from :data:`cvaia.model_names.MODEL_SPECS`)."""
 
     builder: Callable[..., nn.Module]
     tasks: tuple[str, ...] | None
@@ -39,11 +42,7 @@ class ModelInfo:
 
     def task_error(self, name: str, tasks: Sequence[str]) -> str | None:
         """Why ``tasks`` do not fit this model (a message naming ``--tasks``), or None."""
-        if self.tasks is None or set(tasks) == set(self.tasks):
-            return None
-        want = ",".join(self.tasks)
-        only = " only" if len(self.tasks) == 1 else ""
-        return f"--tasks: model {name} predicts {want}{only}; use --tasks {want} (got {','.join(tasks)})"
+        return MODEL_SPECS[name].task_error(name, tasks)
 
 
 def _encoder_options(cfg) -> dict[str, Any]:
@@ -65,28 +64,22 @@ def _cross_options(cfg) -> dict[str, Any]:
     return dict(_attention_options(cfg), chunk=cfg.cross_attention_chunk)
 
 
-MODELS: dict[str, ModelInfo] = {
-    "deeplabv3p": ModelInfo(deeplabv3p, None, _deeplab_options,
-                            "joint DeepLabV3+ (one decoder, 19+1 channels)"),
-    "deeplabv3p_multitask": ModelInfo(deeplabv3p_multitask, None, _deeplab_options,
-                                      "branched DeepLabV3+ (per-task ASPP + decoder)"),
-    "adaptive_depth": ModelInfo(adaptive_depth, ("depth",), _attention_options,
-                                "adaptive depth bins (depth only)"),
-    "transformer_multitask": ModelInfo(transformer_multitask, ALL_TASKS, _attention_options,
-                                       "adaptive depth + transformer segmentation branch"),
-    "cross_attention_multitask": ModelInfo(cross_attention_multitask, ALL_TASKS, _cross_options,
-                                           "adaptive depth + class-token cross-attention segmentation"),
+_BUILDERS: dict[str, tuple[Callable[..., nn.Module], Callable[[Any], dict[str, Any]]]] = {
+    "deeplabv3p": (deeplabv3p, _deeplab_options),
+    "deeplabv3p_multitask": (deeplabv3p_multitask, _deeplab_options),
+    "adaptive_depth": (adaptive_depth, _attention_options),
+    "transformer_multitask": (transformer_multitask, _attention_options),
+    "cross_attention_multitask": (cross_attention_multitask, _cross_options),
 }
-MODEL_NAMES = tuple(MODELS)
+if set(_BUILDERS) != set(MODEL_SPECS):  # pragma: no cover - a developer's mistake, caught at import
+    raise ImportError(f"cvaia.models.registry: builders for {sorted(_BUILDERS)} but cvaia.model_names lists "
+                      f"{sorted(MODEL_SPECS)}; add a model in both")
+MODELS: dict[str, ModelInfo] = {
+    name: ModelInfo(_BUILDERS[name][0], spec.tasks, _BUILDERS[name][1], spec.summary)
+    for name, spec in MODEL_SPECS.items()
+}
 #: ``{name: builder}`` (the registry's builders, by name).
 BUILDERS = {name: info.builder for name, info in MODELS.items()}
-
-
-def task_error(model_name: str, tasks: Sequence[str]) -> str | None:
-    """Why model ``model_name`` cannot predict ``tasks`` (a message naming the flag), or None."""
-    if model_name not in MODELS:
-        return f"--model_name: {model_name!r} is not one of {', '.join(MODEL_NAMES)}"
-    return MODELS[model_name].task_error(model_name, tasks)
 
 
 def build_model(cfg) -> nn.Module:
