@@ -306,7 +306,7 @@ def test_profiles_of_00_and_02():
     assert q["VAL_IMAGES"] >= 100 and q["SEEDS"] == [0, 1, 2] and p02.PROFILES["full"]["SEEDS"] == [0, 1]
     assert p00.PROFILES["quick"]["VAL_IMAGES"] >= 100
     budget = p02.crop_budget(q, 5)
-    assert budget["crops_64_total"] == 5 * q["TRAIN_IMAGES"] * (q["CROP_SIZE"] / 64) ** 2
+    assert budget["crops_64_total"] == 5 * q["EPOCHS"] * q["TRAIN_IMAGES"] * (q["CROP_SIZE"] / 64) ** 2
     assert p02.baseline_train_images({"TRAIN_IMAGES": 0}) == p02.BASELINE_TRAIN_IMAGES
     assert p02.baseline_train_images({"TRAIN_IMAGES": 8}) == 8
     assert class_names()[p00.WORKED_CLASSES[1]] == "car"
