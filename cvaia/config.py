@@ -89,6 +89,8 @@ class Config:
     model_encoder_name: str = _f("resnet18", "encoder backbone", choices=ENCODER_NAMES)
     pretrained: str = _f("random", "encoder weights: random | imagenet (local torch cache only) | synthetic (shipped, see python -m cvaia pretrain) | path to a cvaia checkpoint; course values: true = ImageNet (the shipped synthetic encoder, with a notice, where ImageNet is not cached), false = random")
     encoder_dilation: tuple = _f((False, False, True), "replace_stride_with_dilation for layer2..4, e.g. F,F,T")
+    encoder_frozen_bn: bool = _f(False, "freeze the encoder's BatchNorm (torchvision's FrozenBatchNorm2d: "
+                                 "the pretrained statistics and scales stay fixed); needs --pretrained weights", hash="nondefault")
     aspp_rates: tuple = _f((3, 6, 9), "ASPP atrous rates, comma-separated (\"\" = no atrous branches)")
     decoder_skip_channels: int = _f(48, "channels of the 1x1 skip projection in the decoder (0 = no skip)")
     decoder_num_convs: int = _f(2, "number of 3x3 convs after the decoder concat (1-3)")
@@ -192,6 +194,9 @@ class Config:
                               f"stride), got {self.aug_input_crop_size}")
         if self.optimizer_lr <= 0:
             raise ConfigError(f"--optimizer_lr: expected > 0, got {self.optimizer_lr}")
+        if self.encoder_frozen_bn and self.pretrained in ("random", ""):
+            raise ConfigError("--encoder_frozen_bn: needs pretrained encoder weights (--pretrained synthetic, "
+                              "imagenet or a path); a randomly initialised encoder with frozen BatchNorm cannot learn")
         if not self.tasks:
             raise ConfigError("--tasks: expected at least one of semseg,depth")
         if len(set(self.tasks)) != len(self.tasks):

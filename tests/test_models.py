@@ -398,3 +398,46 @@ def test_aspp_without_atrous_is_pointwise_plus_global_context():
     assert not torch.allclose(diff[..., 3, 5], diff[..., 0, 0])
     with pytest.raises(ValueError, match="rates"):
         ASPP(6, 4, rates=(0,))
+
+
+def test_frozen_bn_keeps_the_pretrained_statistics_and_scales(tmp_path):
+    torch.manual_seed(6)
+    source = resnet_encoder("resnet18")
+    with torch.no_grad():  # statistics and scales a pretraining could have left
+        for m in source.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    path = tmp_path / "encoder.pt"
+    torch.save(source.state_dict(), path)
+    cfg = make_config(model_name="deeplabv3p", tasks="semseg,depth", pretrained=str(path), encoder_frozen_bn=True)
+    model = build_model(cfg)
+    frozen = [m for m in model.encoder.modules() if isinstance(m, torchvision.ops.misc.FrozenBatchNorm2d)]
+    assert len(frozen) == 20 and not any(isinstance(m, nn.BatchNorm2d) for m in model.encoder.modules())
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    for k, v in before.items():  # loaded (num_batches_tracked is a BatchNorm counter frozen BN has not)
+        torch.testing.assert_close(v, source.state_dict()[k])
+    # a training step moves the convolutions and the decoder, never the encoder's BN
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    out = model(torch.randn(2, 3, 64, 64))
+    (out["semseg"].square().mean() + out["depth"].mean()).backward()
+    opt.step()
+    after = model.encoder.state_dict()
+    bn_keys = [k for k in before if k.split(".")[-1] in ("running_mean", "running_var") or ".bn" in k or k.startswith("bn1")]
+    assert bn_keys and all(torch.equal(before[k], after[k]) for k in bn_keys)
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
+    # and back: a frozen-BN model's encoder loads into a plain one (the counter is filled in)
+    plain = tmp_path / "frozen_encoder.pt"
+    torch.save(model.encoder.state_dict(), plain)
+    again = build_model(make_config(model_name="deeplabv3p", tasks="semseg,depth", pretrained=str(plain)))
+    torch.testing.assert_close(again.encoder.bn1.running_var, source.bn1.running_var)
+
+
+def test_frozen_bn_needs_pretrained_weights_and_only_then_enters_the_hash():
+    with pytest.raises(ConfigError, match="--encoder_frozen_bn: needs pretrained"):
+        make_config(encoder_frozen_bn=True)
+    with pytest.raises(PretrainedWeightsError, match="frozen BatchNorm needs pretrained"):
+        resnet_encoder("resnet18", frozen_bn=True)
+    assert "encoder_frozen_bn" not in make_config().hash_dict()  # old runs keep their hashes

@@ -33,7 +33,8 @@ PROFILES = {
     # real learning on the synthetic set: 5 runs of two epochs over 1500 images (750 steps of 4 crops
     # of 96², ~2 min each on 2 cores). Probed (w = 0.5, seed 0, 100 val images, shipped encoder):
     # 500 / 3000 / 4000 crops gave mIoU 25.0 / 35.4 / 35.4, SI-logRMSE 33.7 / 28.8 / 27.2; Adam 1e-3
-    # at 3000 crops 33.3 / 30.5; a 10x smaller encoder lr did worse. Earlier (500 crops): 96² beat 64²
+    # at 3000 crops 33.3 / 30.5; a 10x smaller encoder lr did worse; a frozen encoder BatchNorm
+    # (--encoder_frozen_bn) 35.3 / 28.0, no better. Earlier (500 crops): 96² beat 64²
     # and 128² at equal pixels, batch 4 beat 8, scale augmentation 0.75..1.5 hurt at this length.
     "quick": {"TRAIN_IMAGES": 1500, "VAL_IMAGES": 100, "CROP_SIZE": 96, "EPOCHS": 2, "BATCH_SIZE": 4,
               "LR": 5e-4, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1, 2], "AUG_FLIP": True,

@@ -49,7 +49,7 @@ class AttentionOptions:
                    reducer=cfg.transformer_reducer, attention_impl=cfg.attention_impl)
 
 
-def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random",
+def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
                encoder_dilation=(False, False, True), aspp_rates=(3, 6, 9), skip_channels: int = 48,
                num_convs: int = 2, num_classes: int = NUM_CLASSES) -> DeepLabV3p:
     """Joint DeepLabV3+ (one decoder, 19+1 channels for both tasks).
@@ -57,15 +57,15 @@ def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights:
     ``aspp_rates=()`` builds the ASPP without atrous branches and ``skip_channels=0`` the
     decoder without skip connection (the ablations of problem 1.3).
     """
-    enc = resnet_encoder(encoder, encoder_dilation, weights)
+    enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     return DeepLabV3p(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
 
 
-def deeplabv3p_multitask(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random",
+def deeplabv3p_multitask(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
                          encoder_dilation=(False, False, True), aspp_rates=(3, 6, 9), skip_channels: int = 48,
                          num_convs: int = 2, num_classes: int = NUM_CLASSES) -> DeepLabV3pMultiTask:
     """Branched DeepLabV3+ (shared encoder, per-task ASPP + decoder)."""
-    enc = resnet_encoder(encoder, encoder_dilation, weights)
+    enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     return DeepLabV3pMultiTask(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
 
 
@@ -84,17 +84,17 @@ def depth_branch(encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, 
     return DepthBranch(decoder, aspp, head, latents_source)
 
 
-def adaptive_depth(*, encoder: str = "resnet18", weights: str = "random", encoder_dilation=(False, False, True),
+def adaptive_depth(*, encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False, encoder_dilation=(False, False, True),
                    skip_channels: int = 48, num_convs: int = 2, latents_source: str = "lowest",
                    aspp_rates=(3, 6, 9), attention: AttentionOptions | None = None) -> AdaptiveDepth:
     """Adaptive-bins depth model (depth only)."""
-    enc = resnet_encoder(encoder, encoder_dilation, weights)
+    enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     return AdaptiveDepth(enc, depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs,
                                            latents_source=latents_source, aspp_rates=aspp_rates,
                                            attention=attention or AttentionOptions()))
 
 
-def transformer_multitask(*, encoder: str = "resnet18", weights: str = "random",
+def transformer_multitask(*, encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
                           encoder_dilation=(False, False, True), skip_channels: int = 48, num_convs: int = 2,
                           latents_source: str = "lowest", aspp_rates=(3, 6, 9),
                           attention: AttentionOptions | None = None,
@@ -102,7 +102,7 @@ def transformer_multitask(*, encoder: str = "resnet18", weights: str = "random",
     """Adaptive depth + transformer segmentation branch (both tasks):
     ``ASPP → TransformerSegHead (num_bins tokens) → DeepLabV3+ decoder → 19 classes``."""
     a = attention or AttentionOptions()
-    enc = resnet_encoder(encoder, encoder_dilation, weights)
+    enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     depth = depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
                          aspp_rates=aspp_rates, attention=a)
     seg_aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)
@@ -112,7 +112,7 @@ def transformer_multitask(*, encoder: str = "resnet18", weights: str = "random",
     return TransformerMultiTask(enc, depth, seg_aspp, seg_head, seg_decoder)
 
 
-def cross_attention_multitask(*, encoder: str = "resnet18", weights: str = "random",
+def cross_attention_multitask(*, encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
                               encoder_dilation=(False, False, True), skip_channels: int = 48, num_convs: int = 2,
                               latents_source: str = "lowest", aspp_rates=(3, 6, 9),
                               attention: AttentionOptions | None = None, chunk: int = 4096, kv_pool: int = 4,
@@ -120,7 +120,7 @@ def cross_attention_multitask(*, encoder: str = "resnet18", weights: str = "rand
     """Adaptive depth + class-token cross-attention segmentation head (both tasks):
     ``ASPP → DeepLabV3+ decoder (dim channels) → ClassTokenSegHead → 19 class maps``."""
     a = attention or AttentionOptions()
-    enc = resnet_encoder(encoder, encoder_dilation, weights)
+    enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     depth = depth_branch(enc, skip_channels=skip_channels, num_convs=num_convs, latents_source=latents_source,
                          aspp_rates=aspp_rates, attention=a)
     seg_aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)

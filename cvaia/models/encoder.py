@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..weights import imagenet_weights_path, synthetic_weights_path
 
@@ -71,15 +72,17 @@ class ResNetEncoder(ResNet):
         layers: blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18, ``(3, 4, 6, 3)`` for -34.
         replace_stride_with_dilation: for ``layer2..layer4``, dilate instead of striding.
         zero_init_residual: zero the last BN of each block (torchvision's option).
+        norm_layer: torchvision's ``norm_layer`` (None: ``nn.BatchNorm2d``; :func:`resnet_encoder`
+            passes :class:`~torchvision.ops.misc.FrozenBatchNorm2d` for ``frozen_bn``).
     """
 
     def __init__(self, layers=(2, 2, 2, 2), replace_stride_with_dilation=(False, False, True),
-                 zero_init_residual: bool = True) -> None:
+                 zero_init_residual: bool = True, norm_layer=None) -> None:
         dilation = tuple(bool(d) for d in replace_stride_with_dilation)
         if len(dilation) != 3:
             raise ValueError(f"replace_stride_with_dilation: expected 3 booleans (layer2..4), got {dilation}")
         super().__init__(DilatedBasicBlock, list(layers), replace_stride_with_dilation=list(dilation),
-                         zero_init_residual=zero_init_residual)
+                         zero_init_residual=zero_init_residual, norm_layer=norm_layer)
         del self.avgpool, self.fc  # classification head is not used
         self.replace_stride_with_dilation = dilation
         strides = [4]
@@ -191,27 +194,40 @@ def load_encoder_weights(encoder: ResNetEncoder, weights: str, name: str = "resn
         raise PretrainedWeightsError(f"{source}: no encoder weights found (expected keys 'encoder.*' in a "
                                      f"model state dict, or torchvision ResNet keys such as 'conv1.weight')")
     expected = encoder.state_dict()
-    missing = [k for k in expected if k not in state]
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     if missing:
         raise PretrainedWeightsError(f"{source}: encoder weights incomplete for {name}, "
                                      f"{len(missing)} missing keys (first: {missing[:3]})")
-    extra = [k for k in state if k not in expected and not k.startswith("fc.")]
+    # fc.*: torchvision's classifier; num_batches_tracked: a BatchNorm counter that frozen BN has not
+    extra = [k for k in state if k not in expected and not k.startswith("fc.")
+             and not k.endswith(".num_batches_tracked")]
     if extra:
         raise PretrainedWeightsError(f"{source}: encoder weights do not fit {name}: {len(extra)} keys the "
                                      f"encoder does not have (first: {extra[:3]}; a deeper ResNet?)")
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-             if state[k].shape != v.shape]
+             if k in state and state[k].shape != v.shape]
     if wrong:
         raise PretrainedWeightsError(f"{source}: encoder weights do not fit {name} "
                                      f"(checkpoint vs model shapes: {wrong[:3]})")
-    encoder.load_state_dict({k: state[k] for k in expected})
+    encoder.load_state_dict({k: state.get(k, v) for k, v in expected.items()})
     return encoder
 
 
 def resnet_encoder(name: str = "resnet18", replace_stride_with_dilation=(False, False, True),
-                   weights: str = "random") -> ResNetEncoder:
-    """Build a ResNet-18/34 encoder (``zero_init_residual=True``) and load ``weights``."""
+                   weights: str = "random", frozen_bn: bool = False) -> ResNetEncoder:
+    """Build a ResNet-18/34 encoder (``zero_init_residual=True``) and load ``weights``.
+
+    ``frozen_bn``: torchvision's :class:`~torchvision.ops.misc.FrozenBatchNorm2d` instead of
+    BatchNorm: the pretrained statistics and affine parameters stay fixed (the usual way to
+    fine-tune a pretrained encoder on small batches, whose own statistics are too noisy). It
+    needs pretrained ``weights``: frozen at initialisation, the zero-initialised residual
+    branches would never open.
+    """
     if name not in ENCODERS:
         raise ValueError(f"encoder {name!r}: expected one of {', '.join(ENCODERS)}")
-    encoder = ResNetEncoder(ENCODERS[name][0], replace_stride_with_dilation, zero_init_residual=True)
+    if frozen_bn and weights in ("random", "", None):
+        raise PretrainedWeightsError("frozen BatchNorm needs pretrained weights (got random): frozen at "
+                                     "initialisation, the encoder could not learn")
+    encoder = ResNetEncoder(ENCODERS[name][0], replace_stride_with_dilation, zero_init_residual=True,
+                            norm_layer=FrozenBatchNorm2d if frozen_bn else None)
     return load_encoder_weights(encoder, weights, name)

@@ -46,7 +46,7 @@ class ModelInfo:
 
 
 def _encoder_options(cfg) -> dict[str, Any]:
-    return dict(encoder=cfg.model_encoder_name, weights=cfg.pretrained,
+    return dict(encoder=cfg.model_encoder_name, weights=cfg.pretrained, frozen_bn=cfg.encoder_frozen_bn,
                 encoder_dilation=tuple(cfg.encoder_dilation), aspp_rates=tuple(cfg.aspp_rates),
                 skip_channels=cfg.decoder_skip_channels, num_convs=cfg.decoder_num_convs)
 
