@@ -384,3 +384,16 @@ def test_bin_depth_stats_and_evaluate_run(tiny_root, tmp_path):
     cached = sorted(p.name for p in (run.path / "eval").iterdir())
     assert cached == [f"val-2-{tiny_root.name}.json", f"val_tta-2-{tiny_root.name}.json"]
     assert p05.evaluate_run(run, tiny_root, 2) == plain  # read back
+
+
+def test_headlines_average_the_finished_seeds():
+    class R:
+        def __init__(self, miou, si):
+            self.final = {"miou": miou, "si_log_rmse": si, "abs_rel": 0.5, "delta1": 0.25}
+
+    seeds = [R(20.0, 40.0), None, R(22.0, 44.0)]  # a diverged seed is left out
+    h3 = p03.headline(seeds, R(25.0, 50.0))
+    assert (h3["joint_miou"], h3["joint_silog"], h3["branched_silog"]) == (21.0, 42.0, 50.0)
+    assert h3["joint_miou_std"] == pytest.approx(math.sqrt(2.0)) and h3["joint_abs_rel_std"] == 0.0
+    h5 = p05.headline(seeds[:1])
+    assert h5["transformer_val_delta1"] == 0.25 and math.isnan(h5["transformer_val_silog_std"])

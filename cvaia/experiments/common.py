@@ -150,6 +150,23 @@ def seed_noise(runs: Sequence, metric: str, floor: float = 0.0):
     return _noise(metric, values, floor)
 
 
+#: Headline key → run metric of :func:`seed_mean_std` (the short names the summaries use).
+HEADLINE_METRICS = {"miou": "miou", "silog": "si_log_rmse", "abs_rel": "abs_rel", "delta1": "delta1"}
+
+
+def seed_mean_std(runs: Sequence) -> dict[str, tuple[float, float]]:
+    """Per headline key of :data:`HEADLINE_METRICS`: the mean and the seed std (ddof 1; NaN for a
+    single run) of that metric over the finished runs (a diverged seed, None, is left out)."""
+    import numpy as np
+
+    done = [r for r in runs if r is not None]
+    out = {}
+    for key, metric in HEADLINE_METRICS.items():
+        vals = [float(r.final[metric]) for r in done]
+        out[key] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
+    return out
+
+
 def noise_table(runs: Sequence, metrics: Sequence[str] = ("miou", "si_log_rmse")):
     """One row per seed run (seed, each metric) plus mean and std rows, for display."""
     import numpy as np

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -148,13 +148,14 @@ def forward_flops(module: nn.Module, *args, **kwargs) -> float:
     return float(counter.get_total_flops())
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _tensors(v)]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _tensors(v)]
+def output_tensors(obj) -> list[torch.Tensor]:
+    """Every tensor in ``obj`` (a tensor, or mappings / lists / tuples of them, nested), in order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, Mapping):
+        return [t for v in obj.values() for t in output_tensors(v)]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in output_tensors(v)]
     return []
 
 
@@ -170,7 +171,7 @@ def training_step_flops(model: nn.Module, x: torch.Tensor) -> float:
     try:
         model.train()
         with counter:
-            out = _tensors(model(x))
+            out = output_tensors(model(x))
             sum(t.float().sum() for t in out if t.is_floating_point()).backward()
     finally:
         model.train(was_training)

@@ -23,8 +23,14 @@ from torch import nn
 
 from ..config import Config
 from . import verdicts as V
-from .common import pretrained_weights, profile_config
-from .measure import benchmark_ms, forward_flops, training_memory, training_step_flops
+from .common import HEADLINE_METRICS, pretrained_weights, profile_config, seed_mean_std
+from .measure import (
+    benchmark_ms,
+    forward_flops,
+    output_tensors,
+    training_memory,
+    training_step_flops,
+)
 
 PROFILES = {
     # plumbing only: every experiment present, seconds each
@@ -175,16 +181,6 @@ def default_modules(model: nn.Module) -> list[str]:
     return names
 
 
-def _tensors(obj) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in _tensors(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensors(v)]
-    return []
-
-
 def _detach_like(obj):
     """A detached copy of the captured inputs; tensors that needed a gradient still do."""
     if isinstance(obj, torch.Tensor):
@@ -265,10 +261,10 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
                     module(*args, **kwargs)
 
             def fwd_bwd(module=module, args=args, kwargs=kwargs):
-                outs = _tensors(module(*args, **kwargs))
+                outs = output_tensors(module(*args, **kwargs))
                 sum(o.float().sum() for o in outs if o.requires_grad).backward()
                 module.zero_grad(set_to_none=True)
-                for t in _tensors((args, kwargs)):
+                for t in output_tensors((args, kwargs)):
                     t.grad = None
 
             rows.append(_timing_row(name, module, forward_flops(module, *args, **kwargs), fwd, fwd_bwd,
@@ -279,7 +275,7 @@ def module_timing(model: nn.Module, x: torch.Tensor, modules: Sequence[str] | No
                 model(x)
 
         def whole_fwd_bwd():
-            sum(o.float().sum() for o in _tensors(model(x))).backward()
+            sum(o.float().sum() for o in output_tensors(model(x))).backward()
             model.zero_grad(set_to_none=True)
 
         rows.append(_timing_row("total (whole model)", model, forward_flops(model, x), whole_fwd,
@@ -570,11 +566,8 @@ def flops_text(gf: pd.DataFrame, flops_ratio: float, time_ratio: float, dec_shar
 def headline(joint_runs: Sequence, branched) -> dict:
     """Headline numbers: the joint model's mean and seed std of mIoU / SI-logRMSE / abs-rel / δ1,
     and the branched model's values."""
-    joint = [r for r in joint_runs if r is not None]
     out = {}
-    for metric, key in (("miou", "miou"), ("si_log_rmse", "silog"), ("abs_rel", "abs_rel"), ("delta1", "delta1")):
-        vals = [float(r.final[metric]) for r in joint]
-        out[f"joint_{key}"] = float(np.mean(vals))
-        out[f"joint_{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
-        out[f"branched_{key}"] = float(branched.final[metric])
+    for key, (mean, std) in seed_mean_std(joint_runs).items():
+        out[f"joint_{key}"], out[f"joint_{key}_std"] = mean, std
+        out[f"branched_{key}"] = float(branched.final[HEADLINE_METRICS[key]])
     return out

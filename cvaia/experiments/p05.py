@@ -29,7 +29,7 @@ from .. import paths
 from ..attention_cost import saved_tensor_bytes
 from ..config import Config
 from . import verdicts as V
-from .common import pretrained_weights, profile_config, seed_configs
+from .common import pretrained_weights, profile_config, seed_configs, seed_mean_std
 
 PROFILES = {
     "smoke": {"EPOCHS": 1, "TRAIN_IMAGES": 4, "VAL_IMAGES": 2, "TEST_IMAGES": 4, "SEEDS": [0, 1], "CROP_SIZE": 64,
@@ -481,12 +481,9 @@ def verdict_figure(verdicts: Sequence[V.Verdict], directions: Sequence[str], tit
 
 def headline(seed_runs: Sequence) -> dict:
     """The fixed-weight baseline's mean and seed std of mIoU / SI-logRMSE / abs-rel / δ1."""
-    runs = [r for r in seed_runs if r is not None]
     out = {}
-    for metric, key in (("miou", "miou"), ("si_log_rmse", "silog"), ("abs_rel", "abs_rel"), ("delta1", "delta1")):
-        vals = [float(r.final[metric]) for r in runs]
-        out[f"transformer_val_{key}"] = float(np.mean(vals))
-        out[f"transformer_val_{key}_std"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
+    for key, (mean, std) in seed_mean_std(seed_runs).items():
+        out[f"transformer_val_{key}"], out[f"transformer_val_{key}_std"] = mean, std
     return out
 
 
