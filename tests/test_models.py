@@ -79,6 +79,26 @@ def test_joint_model_channel_split():
     torch.testing.assert_close(out["depth"], raw[:, 19:].exp().clamp(0.1, 300))
 
 
+
+def test_deeplab_models_are_composed_from_their_parts():
+    """The builders hand the encoder, ASPP and decoder to the model classes (torchvision style);
+    parts that do not fit the tasks are refused with a message."""
+    from cvaia.models.aspp import ASPP
+    from cvaia.models.decoder import DecoderDeepLabV3p
+    from cvaia.models.deeplab import DeepLabV3p, DeepLabV3pMultiTask
+
+    enc = resnet_encoder("resnet18")
+    aspp, decoder = ASPP(512, 256), DecoderDeepLabV3p(256, 64, 20)
+    model = DeepLabV3p(enc, aspp, decoder, tasks=("depth", "semseg"))
+    assert model.aspp is aspp and model.decoder is decoder and model.tasks == ("semseg", "depth")
+    with pytest.raises(ValueError, match="decoder has 20 output channels.*semseg need 19"):
+        DeepLabV3p(enc, aspp, decoder, tasks=("semseg",))
+    branched = DeepLabV3pMultiTask(enc, {"depth": ASPP(512, 256)}, {"depth": DecoderDeepLabV3p(256, 64, 1)})
+    assert branched.tasks == ("depth",) and list(branched.aspp) == ["depth"]
+    with pytest.raises(ValueError, match="one ASPP and one decoder per task"):
+        DeepLabV3pMultiTask(enc, {"semseg": aspp}, {"depth": DecoderDeepLabV3p(256, 64, 1)})
+
+
 DEAD_PARAM_CONFIGS = [
     dict(model_name="deeplabv3p"),
     dict(model_name="deeplabv3p_multitask"),

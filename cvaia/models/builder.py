@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .adaptive import LATENT_SOURCES, AdaptiveDepth, AdaptiveDepthHead, DepthBranch
 from .aspp import ASPP
 from .decoder import DecoderDeepLabV3p
-from .deeplab import DeepLabV3p, DeepLabV3pMultiTask
+from .deeplab import DeepLabV3p, DeepLabV3pMultiTask, ordered_tasks, task_channels
 from .encoder import ResNetEncoder, resnet_encoder
 from .multitask import (
     ClassTokenSegHead,
@@ -52,13 +52,17 @@ class AttentionOptions:
 def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
                encoder_dilation=(False, False, True), aspp_rates=(3, 6, 9), skip_channels: int = 48,
                num_convs: int = 2, num_classes: int = NUM_CLASSES) -> DeepLabV3p:
-    """Joint DeepLabV3+ (one decoder, 19+1 channels for both tasks).
+    """Joint DeepLabV3+ (one ASPP, one decoder with 19+1 channels for both tasks).
 
     ``aspp_rates=()`` builds the ASPP without atrous branches and ``skip_channels=0`` the
     decoder without skip connection (the ablations of problem 1.3).
     """
     enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
-    return DeepLabV3p(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
+    tasks = ordered_tasks(tasks)
+    aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)
+    out_ch = sum(task_channels(t, num_classes) for t in tasks)
+    decoder = DecoderDeepLabV3p(WIDTH, enc.channels[4], out_ch, skip_channels, num_convs, fp32_head="depth" in tasks)
+    return DeepLabV3p(enc, aspp, decoder, tasks, num_classes)
 
 
 def deeplabv3p_multitask(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights: str = "random", frozen_bn: bool = False,
@@ -66,7 +70,11 @@ def deeplabv3p_multitask(*, tasks=("semseg", "depth"), encoder: str = "resnet18"
                          num_convs: int = 2, num_classes: int = NUM_CLASSES) -> DeepLabV3pMultiTask:
     """Branched DeepLabV3+ (shared encoder, per-task ASPP + decoder)."""
     enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
-    return DeepLabV3pMultiTask(enc, tasks, num_classes, aspp_rates, skip_channels, num_convs)
+    tasks = ordered_tasks(tasks)
+    aspp = {t: ASPP(enc.out_channels, WIDTH, aspp_rates) for t in tasks}
+    decoder = {t: DecoderDeepLabV3p(WIDTH, enc.channels[4], task_channels(t, num_classes), skip_channels, num_convs,
+                                    fp32_head=t == "depth") for t in tasks}
+    return DeepLabV3pMultiTask(enc, aspp, decoder)
 
 
 def depth_branch(encoder: ResNetEncoder, *, skip_channels: int, num_convs: int, latents_source: str,

@@ -38,6 +38,7 @@ class DecoderDeepLabV3p(nn.Module):
         if skip_channels < 0:
             raise ValueError(f"DecoderDeepLabV3p skip_channels: expected >= 0 (0 = no skip), got {skip_channels}")
         self.skip_channels = skip_channels
+        self.out_channels = out_ch
         self.skip_proj = nn.Conv2d(skip_ch, skip_channels, 1, bias=True) if skip_channels else None
         convs = []
         in_ch = bottleneck_ch + skip_channels

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .aspp import ASPP
 from .decoder import DecoderDeepLabV3p
 from .encoder import ResNetEncoder
 from .ops import resize_bilinear
@@ -40,30 +39,30 @@ def task_channels(task: str, num_classes: int) -> int:
 
 
 class DeepLabV3p(nn.Module):
-    """Joint DeepLabV3+: encoder → ASPP(512→256) → one decoder with 19+1 output channels.
+    """Joint DeepLabV3+: ``encoder`` → ``aspp`` → one ``decoder`` with 19+1 output channels.
 
     The decoder predicts ``num_classes`` logits (semseg) followed by one log-depth channel
-    (depth), or only those of the requested tasks. Outputs are upsampled bilinearly to the
-    input size; depth is ``exp(x).clamp(0.1, 300)`` metres. With depth among the tasks the
-    decoder's final 1x1 conv runs in fp32 under autocast (the log-depth is never rounded to
-    bf16/fp16).
-
-    Ablations of problem 1.3: ``aspp_rates=()`` keeps only the ASPP's 1x1 and image-pooling
-    branches (no atrous convs); ``skip_channels=0`` drops the decoder's skip connection.
+    (depth), or only those of the requested tasks (:func:`task_channels` per task, in
+    :data:`TASK_ORDER`). Outputs are upsampled bilinearly to the input size; depth is
+    ``exp(x).clamp(0.1, 300)`` metres. :func:`cvaia.models.builder.deeplabv3p` composes the
+    parts (the decoder's final 1x1 conv in fp32 when depth is predicted, so the log-depth is
+    never rounded to bf16/fp16).
 
     ``forward(x)`` → ``{"semseg": B×19×H×W logits, "depth": B×1×H×W metres}`` (its tasks).
     """
 
-    def __init__(self, encoder: ResNetEncoder, tasks=TASK_ORDER, num_classes: int = 19,
-                 aspp_rates=(3, 6, 9), skip_channels: int = 48, num_convs: int = 2) -> None:
+    def __init__(self, encoder: ResNetEncoder, aspp: nn.Module, decoder: DecoderDeepLabV3p,
+                 tasks=TASK_ORDER, num_classes: int = 19) -> None:
         super().__init__()
         self.tasks = ordered_tasks(tasks)
         self.num_classes = num_classes
+        expected = sum(task_channels(t, num_classes) for t in self.tasks)
+        if decoder.out_channels != expected:
+            raise ValueError(f"DeepLabV3p: the decoder has {decoder.out_channels} output channels, the tasks "
+                             f"{'+'.join(self.tasks)} need {expected}")
         self.encoder = encoder
-        self.aspp = ASPP(encoder.out_channels, 256, aspp_rates)
-        out_ch = sum(task_channels(t, num_classes) for t in self.tasks)
-        self.decoder = DecoderDeepLabV3p(256, encoder.channels[4], out_ch, skip_channels, num_convs,
-                                         fp32_head="depth" in self.tasks)
+        self.aspp = aspp
+        self.decoder = decoder
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats = self.encoder(x)
@@ -79,24 +78,24 @@ class DeepLabV3p(nn.Module):
 
 
 class DeepLabV3pMultiTask(nn.Module):
-    """Branched DeepLabV3+: a shared encoder, then per task its own ASPP(512→256) and decoder.
+    """Branched DeepLabV3+: a shared encoder, then per task its own ASPP and decoder.
 
-    ``aspp`` and ``decoder`` are :class:`~torch.nn.ModuleDict` keyed by task; the semseg
-    decoder has 19 output channels, the depth decoder 1 (``exp(x).clamp(0.1, 300)`` metres;
-    its final 1x1 conv runs in fp32 under autocast).
+    ``aspp`` and ``decoder`` map each task to its module (kept as :class:`~torch.nn.ModuleDict`);
+    :func:`cvaia.models.builder.deeplabv3p_multitask` builds the semseg decoder with 19 output
+    channels, the depth decoder with 1 (``exp(x).clamp(0.1, 300)`` metres; its final 1x1 conv
+    in fp32 under autocast).
     """
 
-    def __init__(self, encoder: ResNetEncoder, tasks=TASK_ORDER, num_classes: int = 19,
-                 aspp_rates=(3, 6, 9), skip_channels: int = 48, num_convs: int = 2) -> None:
+    def __init__(self, encoder: ResNetEncoder, aspp: dict[str, nn.Module],
+                 decoder: dict[str, DecoderDeepLabV3p]) -> None:
         super().__init__()
-        self.tasks = ordered_tasks(tasks)
-        self.num_classes = num_classes
+        self.tasks = ordered_tasks(decoder)
+        if set(aspp) != set(self.tasks):
+            raise ValueError(f"DeepLabV3pMultiTask: one ASPP and one decoder per task expected, got ASPPs "
+                             f"for {sorted(aspp)} and decoders for {sorted(decoder)}")
         self.encoder = encoder
-        self.aspp = nn.ModuleDict({t: ASPP(encoder.out_channels, 256, aspp_rates) for t in self.tasks})
-        self.decoder = nn.ModuleDict({
-            t: DecoderDeepLabV3p(256, encoder.channels[4], task_channels(t, num_classes), skip_channels, num_convs,
-                                 fp32_head=t == "depth")
-            for t in self.tasks})
+        self.aspp = nn.ModuleDict({t: aspp[t] for t in self.tasks})
+        self.decoder = nn.ModuleDict({t: decoder[t] for t in self.tasks})
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats = self.encoder(x)
