@@ -407,6 +407,15 @@ def save_checkpoint(run_dir: Path, checkpoint: dict, is_best: bool, confusion=No
         atomic_torch_save(checkpoint, last)
 
 
+def divergence(run_dir: str | os.PathLike, cause: str, epoch: int, step: int) -> TrainingDiverged:
+    """The :class:`TrainingDiverged` of a run in which ``cause`` (e.g. "the loss became NaN/inf
+    at step 12") happened during ``epoch``; it names the last good checkpoint, which is kept."""
+    last = checkpoint_path(run_dir, "last")
+    kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
+    return TrainingDiverged(f"training diverged: {cause} (epoch {epoch}) of run {Path(run_dir).name}; {kept}. "
+                            f"Try a lower --optimizer_lr, --grad_clip, or fp32 precision.", step=step)
+
+
 def record_divergence(run_dir: Path, exc: TrainingDiverged) -> None:
     """Write ``diverged.json``: the divergence is a result, the same config is not retrained."""
     atomic_write_json(run_dir / DIVERGED_FILE, {"message": str(exc), "step": exc.step, "time": _now()})

@@ -70,11 +70,8 @@ from .utils import (
     select_device,
     set_rng_state,
 )
-from .visualize import Observer
+from .visualize import Observer, TensorBoardLog
 
-#: Epoch results shown in TensorBoard (``epoch/<key>``).
-TB_EPOCH_KEYS = ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score", "train_loss",
-                 "images_per_s", "epoch_time_s")
 __all__ = ["TrainResult", "TrainingDiverged", "autocast_dtype", "best_key", "selection_value", "train"]
 
 
@@ -310,15 +307,12 @@ class _Trainer:
         elif info.is_main:
             rf.write_metadata(self.run_dir, rf.run_metadata(cfg, self.root, self.device, info.world_size,
                                                             self.data_path))
-        self.writer = None
-        self.observer = None
+        self.tb = None
         if info.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir / rf.TB_DIR), purge_step=self.step if self.resume else None)
-            self.observer = Observer.for_run(cfg, self.tasks, self.root)
-            for note in self.observer.notes():
+            observer = Observer.for_run(cfg, self.tasks, self.root)
+            for note in observer.notes():
                 self.log(note)
+            self.tb = TensorBoardLog(self.run_dir / rf.TB_DIR, observer, purge_step=self.step if self.resume else None)
         self.power = PowerMeter(self.device).start()  # every rank reads its own GPU
 
     def _load_checkpoint(self) -> None:
@@ -389,8 +383,8 @@ class _Trainer:
         finally:
             if self.power is not None:
                 self.power.stop()
-            if self.writer is not None:
-                self.writer.close()
+            if self.tb is not None:
+                self.tb.close()
 
     def _epoch(self, epoch: int) -> None:
         """Train one epoch, evaluate, make the results row, write the run folder."""
@@ -430,7 +424,7 @@ class _Trainer:
             rf.write_logs(self.run_dir, self.tasks, self.step_rows, self.epoch_rows, self.epoch_metrics,
                           self.best_epoch, self.key)
             rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1, rng_states), is_best, result.confusion)
-            self._tensorboard("epoch", {k: row[k] for k in TB_EPOCH_KEYS}, row["epoch"], flush=True)
+            self.tb.epoch(row)
             self.log(self._epoch_summary(row))
             if self.callback is not None:
                 self.callback(dict(row))
@@ -508,7 +502,7 @@ class _Trainer:
                 for t in tasks:
                     win_parts[t].zero_()
                 win_n = 0
-            if self.observer is not None and self.observer.due(self.step):
+            if self.tb is not None and self.tb.due(self.step):
                 self._visualize(rgb, targets, outputs)
         if win_n:
             self._log_window(epoch, win_total, win_parts, win_n, first_bad, lr, bar)
@@ -546,7 +540,7 @@ class _Trainer:
             row[f"weight_{t}"] = weights.get(t)
         if self.info.is_main:
             self.step_rows.append(row)
-            self._tensorboard("train", {k: v for k, v in row.items() if k not in ("step", "epoch")}, self.step)
+            self.tb.scalars("train", {k: v for k, v in row.items() if k not in ("step", "epoch")}, self.step)
         if bar is not None:
             bar.set_postfix(loss=f"{row['loss']:.4f}")
 
@@ -555,50 +549,25 @@ class _Trainer:
         NaN/inf. Such weights are never evaluated or saved: :class:`TrainingDiverged`."""
         bad = rf.non_finite_tensors(self.model.state_dict())
         if bad:
-            last = rf.checkpoint_path(self.run_dir, "last")
-            kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written"
-            raise TrainingDiverged(
-                f"training diverged: {len(bad)} weight tensor(s) (e.g. {bad[0]}) became NaN/inf during epoch "
-                f"{epoch + 1} (by step {self.step}) of run {self.run_dir.name}; {kept}. Try a lower "
-                f"--optimizer_lr, --grad_clip, or fp32 precision.", step=self.step)
+            raise rf.divergence(self.run_dir, f"{len(bad)} weight tensor(s) (e.g. {bad[0]}) became NaN/inf by "
+                                f"step {self.step}", epoch + 1, self.step)
 
     def _visualize(self, rgb, targets, outputs) -> None:
-        """TensorBoard image grids at this step (:mod:`cvaia.visualize`)."""
+        """TensorBoard image grids at this step; the observed samples are predicted in eval mode
+        (like validation; it changes no weights or statistics)."""
         from .evaluate import predict_batch
 
-        obs = self.observer
-        batch = obs.batch_grid(rgb, targets, outputs)
-        if batch is not None:
-            self.writer.add_image("imgs_train/batch_crops", batch, self.step)
-        self.model.eval()  # like validation; eval mode changes no weights or statistics
+        self.model.eval()
         try:
-            for split, tag in (("train", "imgs_train/observed"), ("val", "imgs_val/observed")):
-                image = obs.observed_grid(split, lambda x: predict_batch(self.model, x, autocast_dtype=self.amp_dtype),
-                                          self.device)
-                if image is not None:
-                    self.writer.add_image(tag, image, self.step)
+            self.tb.images(self.step, rgb, targets, outputs,
+                           lambda x: predict_batch(self.model, x, autocast_dtype=self.amp_dtype), self.device)
         finally:
             self.model.train()
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         bad = all_reduce_max(int(first_bad.item()), self.info, self.device)
         if bad >= 0:
-            last = rf.checkpoint_path(self.run_dir, "last")
-            kept = f"the last good checkpoint {last} is kept" if last.is_file() else "no checkpoint was written yet"
-            raise TrainingDiverged(
-                f"training diverged: the loss became NaN/inf at step {bad} (epoch {epoch + 1}) of run "
-                f"{self.run_dir.name}; {kept}. Try a lower --optimizer_lr, --grad_clip, or fp32 "
-                f"precision.", step=bad)
-
-    def _tensorboard(self, prefix: str, values: dict, step: int, flush: bool = False) -> None:
-        """``<prefix>/<key>`` scalars (finite floats only) at ``step``."""
-        if self.writer is None:
-            return
-        for k, v in values.items():
-            if isinstance(v, float) and math.isfinite(v):
-                self.writer.add_scalar(f"{prefix}/{k}", v, step)
-        if flush:
-            self.writer.flush()
+            raise rf.divergence(self.run_dir, f"the loss became NaN/inf at step {bad}", epoch + 1, bad)
 
     @staticmethod
     def _epoch_summary(row: dict) -> str:

@@ -1,4 +1,8 @@
-"""TensorBoard image grids during training (the course template's visualization flags).
+"""What a training run shows in TensorBoard: scalars and image grids.
+
+:class:`TensorBoardLog` writes a run's events (``<run>/tb``): ``train/<key>`` (the step
+rows of ``steps.csv``), ``epoch/<key>`` (:data:`EPOCH_KEYS` of each epoch's results row) and
+the image grids of :class:`Observer` (the course template's visualization flags).
 
 At step ``s`` with ``s >= num_steps_visualization_first`` and ``(s - first) %
 num_steps_visualization_interval == 0`` the trainer logs
@@ -18,6 +22,7 @@ weights, so visualizing never changes the results of a run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -27,7 +32,11 @@ import torch.nn.functional as F
 from .data.classes import class_colors
 from .data.encoding import DEPTH_MAX, DEPTH_MIN, IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["due", "sample_tiles", "grid", "Observer"]
+__all__ = ["EPOCH_KEYS", "due", "sample_tiles", "grid", "Observer", "TensorBoardLog"]
+
+#: Epoch results shown in TensorBoard (``epoch/<key>``).
+EPOCH_KEYS = ("miou", "pixel_acc", "si_log_rmse", "abs_rel", "rmse", "delta1", "score", "train_loss",
+              "images_per_s", "epoch_time_s")
 
 
 def due(step: int, first: int, interval: int) -> bool:
@@ -148,3 +157,46 @@ class Observer:
             targets = {"semseg": sem_t, "depth": dep_t}
             tiles.append(sample_tiles(x, targets, predict(x), self.tasks)[0])
         return grid(tiles, self.width) if tiles else None
+
+
+class TensorBoardLog:
+    """A run's TensorBoard events in ``log_dir`` (written by rank 0 only).
+
+    ``purge_step``: a resumed run's step (events of a killed attempt after it are dropped).
+    ``predict(x)`` of :meth:`images` is the model in eval mode (the caller switches modes).
+    """
+
+    def __init__(self, log_dir, observer: Observer, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+        self.observer = observer
+
+    def scalars(self, prefix: str, values: dict, step: int, flush: bool = False) -> None:
+        """``<prefix>/<key>`` scalars (finite floats only) at ``step``."""
+        for k, v in values.items():
+            if isinstance(v, float) and math.isfinite(v):
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        if flush:
+            self.writer.flush()
+
+    def epoch(self, row: dict) -> None:
+        """An epoch's results row (:data:`EPOCH_KEYS`), flushed."""
+        self.scalars("epoch", {k: row[k] for k in EPOCH_KEYS}, row["epoch"], flush=True)
+
+    def due(self, step: int) -> bool:
+        return self.observer.due(step)
+
+    def images(self, step: int, rgb: torch.Tensor, targets: dict, outputs: dict,
+               predict: Callable[[torch.Tensor], dict], device) -> None:
+        """The training batch's grid and the observed samples' grids at ``step``."""
+        batch = self.observer.batch_grid(rgb, targets, outputs)
+        if batch is not None:
+            self.writer.add_image("imgs_train/batch_crops", batch, step)
+        for split, tag in (("train", "imgs_train/observed"), ("val", "imgs_val/observed")):
+            image = self.observer.observed_grid(split, predict, device)
+            if image is not None:
+                self.writer.add_image(tag, image, step)
+
+    def close(self) -> None:
+        self.writer.close()

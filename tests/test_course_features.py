@@ -109,6 +109,15 @@ def test_image_grids_of_observed_samples(tiny_root, tmp_path, capsys):
     train_grid = events.Images("imgs_train/observed")[0]
     # two samples, one per row (width 1), each rgb + gt/pred semseg + gt/pred depth of the 64x128 image
     assert (train_grid.width, train_grid.height) == (128 + 4, 2 * 5 * 64 + 6)
+    # the scalars: the epoch's results row (finite values only) and the steps.csv rows
+    from cvaia.runs import Run
+
+    run = Run(run_dir)
+    miou = events.Scalars("epoch/miou")
+    assert [e.step for e in miou] == run.epochs["epoch"].tolist()
+    assert [e.value for e in miou] == pytest.approx(run.epochs["miou"].tolist())
+    assert "epoch/si_log_rmse" in events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("train/loss")] == run.history["step"].tolist()
 
 
 def test_visualizing_changes_no_result(tiny_root, tmp_path):
