@@ -75,6 +75,29 @@ from .visualize import Observer, TensorBoardLog
 __all__ = ["TrainResult", "TrainingDiverged", "autocast_dtype", "best_key", "selection_value", "train"]
 
 
+class LossSums:
+    """Sums of the loss and its task parts over micro-batches, kept on the device (adding
+    them synchronises nothing; :meth:`means` reads them back once)."""
+
+    def __init__(self, tasks, device: torch.device) -> None:
+        self.sums = torch.zeros(1 + len(tasks), device=device)  # total, then one per task
+        self.tasks, self.n = tuple(tasks), 0
+
+    def add(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.sums += torch.stack([total, *(parts[t].detach() for t in self.tasks)])
+        self.n += 1
+
+    def reset(self) -> None:
+        self.sums.zero_()
+        self.n = 0
+
+    def means(self, info: DistInfo) -> list[float]:
+        """``[mean total, mean per task...]`` over the added micro-batches (and the ranks)."""
+        sums = self.sums.clone()
+        all_reduce_mean_([sums], info)
+        return [v / self.n for v in sums.tolist()]
+
+
 class TrainResult(NamedTuple):
     """What :func:`train` returns: the run folder, and whether this call trained it (False: the
     run was already finished, e.g. by another process that held the lock)."""
@@ -440,9 +463,7 @@ class _Trainer:
             torch.cuda.reset_peak_memory_stats(dev)  # this epoch's training steps, not set-up or evaluation
         t0 = time.perf_counter()
 
-        zero = torch.zeros((), device=dev)
-        win_total, win_parts, win_n = zero.clone(), {t: zero.clone() for t in tasks}, 0
-        ep_total, ep_parts = zero.clone(), {t: zero.clone() for t in tasks}
+        window, whole = LossSums(tasks, dev), LossSums(tasks, dev)  # since the last log line; the epoch
         first_bad = torch.full((), -1, dtype=torch.long, device=dev)
 
         bar = None
@@ -479,12 +500,8 @@ class _Trainer:
             total = total.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
                                     torch.full_like(first_bad, self.step + 1), first_bad)
-            win_total += total
-            ep_total += total
-            for t in tasks:
-                win_parts[t] += parts[t]
-                ep_parts[t] += parts[t]
-            win_n += 1
+            window.add(total, parts)
+            whole.add(total, parts)
             if not last_of_group:
                 continue
             if info.enabled and loss_params:
@@ -497,23 +514,18 @@ class _Trainer:
             self.scheduler.step()
             self.step += 1
             if self.step % cfg.log_every == 0:
-                self._log_window(epoch, win_total, win_parts, win_n, first_bad, lr, bar)
-                win_total.zero_()
-                for t in tasks:
-                    win_parts[t].zero_()
-                win_n = 0
+                self._log_window(epoch, window, first_bad, lr, bar)
+                window.reset()
             if self.tb is not None and self.tb.due(self.step):
                 self._visualize(rgb, targets, outputs)
-        if win_n:
-            self._log_window(epoch, win_total, win_parts, win_n, first_bad, lr, bar)
+        if window.n:
+            self._log_window(epoch, window, first_bad, lr, bar)
         if bar is not None:
             bar.close()
         self._check_finite(first_bad, epoch)
 
-        n_steps = self.steps_per_epoch
-        all_reduce_mean_([ep_total, *ep_parts.values()], info)
-        mean_total = ep_total.item() / n_steps
-        mean_parts = {t: ep_parts[t].item() / n_steps for t in tasks}
+        mean_total, *means = whole.means(info)
+        mean_parts = dict(zip(tasks, means, strict=True))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         self.train_peak_mb = training_peak_mb(dev, self.data.device_bytes, info)
@@ -525,13 +537,11 @@ class _Trainer:
         total, readers = all_reduce_sum([watts or 0.0, watts is not None], self.info, self.device)
         return total if readers > 0 else None
 
-    def _log_window(self, epoch, win_total, win_parts, win_n, first_bad, lr, bar) -> None:
+    def _log_window(self, epoch, window: "LossSums", first_bad, lr, bar) -> None:
         """Read the window's mean losses back (one sync every ``log_every`` steps) and log them."""
         self._check_finite(first_bad, epoch)
         weights = self.loss_fn.weights()  # the weights the next step will use
-        vals = torch.stack([win_total, *win_parts.values()])
-        all_reduce_mean_([vals], self.info)
-        vals = (vals / win_n).tolist()
+        vals = window.means(self.info)
         row = {"step": self.step, "epoch": epoch + 1, "loss": vals[0]}
         for t, v in zip(self.tasks, vals[1:], strict=True):
             row[f"loss_{t}"] = v

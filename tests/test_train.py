@@ -275,3 +275,17 @@ def test_cli_train_predict_score_round_trip(tiny_root, isolated_dirs, tmp_path, 
     test_out = tmp_path / "test_preds"
     assert main(["predict", "--run", str(runs[0]), "--out", str(test_out), "--checkpoint", "last"]) == 0
     assert len(list((test_out / "depth").iterdir())) == 4
+
+
+def test_loss_sums_mean_over_micro_batches_and_reset():
+    from cvaia.distributed import DistInfo
+    from cvaia.train import LossSums
+
+    sums = LossSums(("semseg", "depth"), torch.device("cpu"))
+    for total, sem, dep in ((3.0, 2.0, 1.0), (5.0, 1.0, 4.0)):
+        sums.add(torch.tensor(total), {"semseg": torch.tensor(sem), "depth": torch.tensor(dep)})
+    single = DistInfo()  # one process
+    assert sums.n == 2 and sums.means(single) == [4.0, 1.5, 2.5]
+    sums.reset()
+    sums.add(torch.tensor(1.0), {"semseg": torch.tensor(0.25), "depth": torch.tensor(0.75)})
+    assert sums.means(single) == [1.0, 0.25, 0.75]
