@@ -118,6 +118,25 @@ def test_baseline_scores_text_names_a_non_zero_score():
     assert p00._baseline_scores_text(table).startswith("All of them score 0")
 
 
+def test_baselines_text_says_when_the_position_priors_pass_the_learned_rule():
+    table = pd.DataFrame([{"baseline": "majority class / constant depth", "miou": 1.58, "si_log_rmse": 94.5},
+                          {"baseline": "position prior", "miou": 11.03, "si_log_rmse": 53.8}])
+    text = p00.baselines_text(table)
+    assert "mIoU ≥ 2 × 1.58 = 3.16 and SI-logRMSE ≤ 0.6 × 94.5 = 56.7" in text
+    assert "the position priors pass it themselves" in text and "position prior's 11.03 mIoU" in text
+    table.loc[1, "si_log_rmse"] = 60.0  # only the segmentation prior passes
+    assert "the segmentation position prior passes it itself" in p00.baselines_text(table)
+    table.loc[1, "miou"] = 3.0
+    assert "passes it" not in p00.baselines_text(table)
+
+
+def test_weighting_claims_quote_the_report_table_in_order_of_w():
+    assert "(report: 85.1, 84.7, 83.1 at w = 0.25, 0.5, 0.75)" in p02.CLAIM_MIOU
+    assert "(report: 17.6, 16.6, 16.3)" in p02.CLAIM_SILOG
+    # score = (mIoU − 50) + (50 − SI-logRMSE): 67.5 at w = 0.25, 68.1 at 0.5, 66.8 at 0.75
+    assert "(report: 67.5, 68.1, 66.8 at w = 0.25, 0.5, 0.75)" in p02.CLAIM_SCORE
+
+
 def test_class_colours_follow_the_palette():
     cols = p00.class_colours(["sky", "road"])
     np.testing.assert_allclose(cols, class_colors()[[10, 0]] / 255.0)

@@ -231,3 +231,14 @@ def test_noise_band_and_verdict_chart():
     assert "n/a" in [t.get_text() for t in ax.texts]
     with pytest.raises(ValueError, match="one delta and threshold per claim"):
         plots.verdict_deltas(["a"], [1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("boundary, interior, words", [
+    (6.0, 1.0, "the edges gain more than the interiors, as the report saw"),
+    (1.0, -5.9, "the edges barely change; the interiors lose: no sign"),  # 01's quick run
+    (4.0, 3.0, "the edges gain, but not more than the interiors"),
+    (-3.0, 0.0, "the edges lose"),
+    (0.5, 0.0, "the edges barely change: no sign"),
+])
+def test_edge_gain_phrase_needs_a_real_edge_gain(boundary, interior, words):
+    assert p01.edge_gain_phrase(boundary, interior).startswith(words)

@@ -370,6 +370,20 @@ def trend_verdict(claim: str, values: Sequence[float], noise, base: Mapping[str,
     return V.trend(claim, values, noise, "higher", learned=learned)
 
 
+def edge_gain_phrase(boundary_gain: float, interior_gain: float, margin: float = 2.0) -> str:
+    """What a change of pixel accuracy on boundary vs interior pixels (points) says about the
+    report's "sharper edges": the edges must gain by more than ``margin`` points, and by more
+    than ``margin`` over the interiors, to agree with it (a handful of images: descriptive)."""
+    if boundary_gain > margin and boundary_gain - interior_gain > margin:
+        return "the edges gain more than the interiors, as the report saw"
+    if boundary_gain > margin:
+        return "the edges gain, but not more than the interiors: no sign of the report's sharper edges"
+    if boundary_gain < -margin:
+        return "the edges lose: no sign of the report's sharper edges"
+    interiors = "; the interiors lose" if interior_gain < -margin else ""
+    return f"the edges barely change{interiors}: no sign of the report's sharper edges"
+
+
 def best_key(scores: Mapping[Any, float]) -> Any:
     """The option with the highest score (NaNs ignored; ties: the first in order); None if none."""
     items = [(k, float(v)) for k, v in scores.items() if not math.isnan(float(v))]
@@ -539,9 +553,10 @@ def trajectory_text(stats: pd.DataFrame) -> str:
     else:
         parts.append(f"**Momentum** gathers speed along θ₁ and reaches θ₁ = {mom.theta1:.2f} without overshooting "
                      f"({swing}; final loss {mom.final_loss:.3g}).")
-    parts.append(f"**Adam** divides each coordinate's step by its own gradient scale, so both coordinates move by "
-                 f"about the learning rate per step: a nearly straight path (θ₂ changes sign "
-                 f"{int(adam.theta2_sign_changes)} time(s); final loss {adam.final_loss:.3g}).")
+    parts.append(f"**Adam** divides each coordinate's step by its own gradient scale, so at first both coordinates "
+                 f"move by about the learning rate per step (its first step is exactly ±lr in each): it sets off at "
+                 f"45°, not straight at the minimum, and then curves in smoothly without SGD's zig-zag (θ₂ changes "
+                 f"sign {int(adam.theta2_sign_changes)} time(s); final loss {adam.final_loss:.3g}).")
     return " ".join(parts)
 
 

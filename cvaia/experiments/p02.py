@@ -156,9 +156,15 @@ def weighting_table(runs: Mapping[float, Any]) -> pd.DataFrame:
 
 # ---- verdicts ------------------------------------------------------------------------------------------------
 #: The report's findings on the weighting, as claims for :mod:`cvaia.experiments.verdicts`.
-CLAIM_MIOU = "more SILog weight w → lower mIoU (report: 85.1, 84.7, 83.1 at w = 0.25, 0.5, 0.75)"
-CLAIM_SILOG = "more SILog weight w → lower (better) SI-logRMSE (report: 17.6, 16.6, 16.3)"
-CLAIM_SCORE = "w = 0.5 gives the best grader score (report: 66.8, 68.1, 67.5 at w = 0.25, 0.5, 0.75)"
+def _report_values(column: str) -> str:
+    """The report's ``column`` at w = 0.25, 0.5, 0.75 (w = the SILog weight ``w_depth``)."""
+    return ", ".join(f"{v:.1f}" for v in REPORT_WEIGHTING.sort_values("w_depth")[column])
+
+
+CLAIM_MIOU = f"more SILog weight w → lower mIoU (report: {_report_values('miou')} at w = 0.25, 0.5, 0.75)"
+CLAIM_SILOG = f"more SILog weight w → lower (better) SI-logRMSE (report: {_report_values('si_log_rmse')})"
+CLAIM_SCORE = (f"w = {REPORT_CHOSEN_W:g} gives the best grader score (report: {_report_values('score')} at "
+               f"w = 0.25, 0.5, 0.75)")
 
 
 def weighting_verdicts(wt: pd.DataFrame, noise: Mapping[str, Any], learned: Mapping[float, Mapping[str, bool]],
