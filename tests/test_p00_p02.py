@@ -123,7 +123,7 @@ def test_baselines_text_says_when_the_position_priors_pass_the_learned_rule():
                           {"baseline": "position prior", "miou": 11.03, "si_log_rmse": 53.8}])
     text = p00.baselines_text(table)
     assert "mIoU ≥ 2 × 1.58 = 3.16 and SI-logRMSE ≤ 0.6 × 94.5 = 56.7" in text
-    assert "the position priors pass it themselves" in text and "position prior's 11.03 mIoU" in text
+    assert "the position priors pass it themselves" in text and "position prior's mIoU (11.03 here" in text
     table.loc[1, "si_log_rmse"] = 60.0  # only the segmentation prior passes
     assert "the segmentation position prior passes it itself" in p00.baselines_text(table)
     table.loc[1, "miou"] = 3.0

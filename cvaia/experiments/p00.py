@@ -478,7 +478,8 @@ def baselines_text(table: pd.DataFrame) -> str:
             f"2 × {b['miou_majority']:.2f} = {2 * b['miou_majority']:.2f} and SI-logRMSE ≤ 0.6 × "
             f"{b['silog_constant']:.1f} = {0.6 * b['silog_constant']:.1f}; a run that does not gets no verdict. "
             f"{_position_prior_note(b)}Notebook 01, whose findings are all about segmentation, also asks for more "
-            f"than the position prior's {b['miou_position']:.2f} mIoU. "
+            f"than the position prior's mIoU ({b['miou_position']:.2f} here; 01 measures it on its own validation "
+            f"images). "
             + _baseline_scores_text(table))
 
 
