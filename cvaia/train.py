@@ -69,6 +69,7 @@ from .utils import (
     seed_everything,
     select_device,
     set_rng_state,
+    sigint_deferred,
 )
 from .visualize import Observer, TensorBoardLog
 
@@ -444,9 +445,11 @@ class _Trainer:
         if info.is_main:
             self.epoch_rows.append(row)
             self.epoch_metrics.append({**row, "per_class_iou": metrics.get("per_class_iou")})
-            rf.write_logs(self.run_dir, self.tasks, self.step_rows, self.epoch_rows, self.epoch_metrics,
-                          self.best_epoch, self.key)
-            rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1, rng_states), is_best, result.confusion)
+            with sigint_deferred():  # the epoch's files are written together, a Ctrl-C waits for them
+                rf.write_logs(self.run_dir, self.tasks, self.step_rows, self.epoch_rows, self.epoch_metrics,
+                              self.best_epoch, self.key)
+                rf.save_checkpoint(self.run_dir, self._checkpoint(epoch + 1, rng_states), is_best,
+                                   result.confusion)
             self.tb.epoch(row)
             self.log(self._epoch_summary(row))
             if self.callback is not None:

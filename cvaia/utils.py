@@ -284,12 +284,38 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
+@contextlib.contextmanager
+def sigint_deferred():
+    """Hold a Ctrl-C (SIGINT) back until the block is done, then raise its ``KeyboardInterrupt``.
+
+    A checkpoint write is never cut in the middle: torch's zip writer turns an interrupt in
+    its write callback into a misleading "unexpected pos" error, and the run folder's files
+    of one epoch are written together. A no-op outside the main thread, inside another
+    deferred block, or where SIGINT is not Python's default handler (ignored, or the caller's).
+    """
+    import signal
+
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 #: torch's messages when its zip writer lost bytes (a short write: a full disk or quota).
 _SHORT_WRITE = ("unexpected pos", "PytorchStreamWriter failed")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically.
+    """``torch.save`` to ``path`` atomically; a Ctrl-C waits until the file is written
+    (:func:`sigint_deferred`).
 
     torch reports a write that a full disk cut short as ``RuntimeError: [enforce fail at
     inline_container.cc] unexpected pos``; that is raised as ``OSError(ENOSPC)`` naming
@@ -298,7 +324,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import errno
     import shutil
 
-    with _atomic_target(path, "wb") as fh:
+    with sigint_deferred(), _atomic_target(path, "wb") as fh:
         try:
             torch.save(obj, fh)
         except RuntimeError as exc:

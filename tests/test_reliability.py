@@ -437,7 +437,8 @@ def test_real_cpu_out_of_memory_is_a_message(tiny_root, tmp_path):
 
 # ---- real signals: kill -9 and Ctrl-C (SIGINT) of a training process ------------------------------
 def _cli_train(root, store, *extra):
-    env = dict(os.environ, CVAIA_RUNS_DIR=str(store), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, CVAIA_RUNS_DIR=str(store), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONFAULTHANDLER="1")  # a SIGABRT then dumps every thread's stack (see _communicate)
     args = [sys.executable, "-m", "cvaia", "train", "--dataset_root", str(root), "--aug_input_crop_size", "64",
             "--batch_size", "4", "--batch_size_validation", "4", "--num_epochs", "3", "--max_train_images", "8",
             "--optimizer", "adam", "--optimizer_lr", "1e-3", "--log_every", "1", "--device", "cpu", "--quiet",
@@ -446,6 +447,17 @@ def _cli_train(root, store, *extra):
     # default handler a user's terminal gives it
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+
+
+def _communicate(proc, timeout):
+    """``proc.communicate``; a process still running after ``timeout`` s is aborted and the
+    assertion shows where each of its threads was (faulthandler)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"the training process did not end within {timeout} s; its stacks:\n{err[-8000:]}") from None
 
 
 def _wait_for_checkpoint(store, proc, timeout=240):
@@ -472,16 +484,40 @@ def test_killed_or_interrupted_cli_run_resumes_to_the_same_result(sig, tiny_root
     proc = _cli_train(tiny_root, store)
     run_dir = _wait_for_checkpoint(store, proc)
     proc.send_signal(getattr(signal, sig))  # somewhere in epoch 2 (or writing its files)
-    out, err = proc.communicate(timeout=120)
+    out, err = _communicate(proc, 120)
     if sig == "SIGINT":
         assert proc.returncode == 130 and "run the same command again to resume" in err and "Traceback" not in err
     else:
         assert proc.returncode == -9
     again = _cli_train(tiny_root, store)
-    out, err = again.communicate(timeout=300)
+    out, err = _communicate(again, 300)
     assert again.returncode == 0, err[-2000:]
     assert rf.is_finished(run_dir) and not list(run_dir.rglob("*.tmp"))  # no temp file of the killed writer
     whole = train(tiny_cfg(tiny_root, num_epochs=3), tmp_path / "whole").run_dir
     a = torch.load(rf.checkpoint_path(whole, "last"), weights_only=False)["model"]
     b = torch.load(rf.checkpoint_path(run_dir, "last"), weights_only=False)["model"]
     assert all(torch.equal(v, b[k]) for k, v in a.items())  # bit-identical to never stopping
+
+
+def test_a_ctrl_c_waits_until_the_checkpoint_is_written(tmp_path):
+    """SIGINT during a checkpoint write: the file is completed, then KeyboardInterrupt (torch
+    would otherwise report the interrupted write as a short write, i.e. a disk problem)."""
+    from cvaia.utils import atomic_torch_save, sigint_deferred
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers ignore SIGINT
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here: only recorded
+                atomic_torch_save({"w": torch.arange(10)}, tmp_path / "a.pt")
+                done = True
+        assert done and torch.equal(torch.load(tmp_path / "a.pt")["w"], torch.arange(10))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        with sigint_deferred():  # nothing caught: nothing raised
+            atomic_torch_save({"w": 1}, tmp_path / "b.pt")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with sigint_deferred():  # SIGINT ignored (as in an xdist worker): a no-op
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
