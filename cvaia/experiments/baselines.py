@@ -142,7 +142,14 @@ def baseline_values(table: pd.DataFrame) -> dict[str, float]:
             "silog_constant": float(t.loc[first, "si_log_rmse"]), "silog_position": float(t.loc[prior, "si_log_rmse"])}
 
 
-def learned(metrics: dict, base: dict[str, float], miou_factor: float = 2.0, silog_factor: float = 0.6) -> dict[str, bool]:
+#: The *learned* rule: mIoU at least this many times the majority class's ...
+LEARNED_MIOU_FACTOR = 2.0
+#: ... and SI-logRMSE at most this fraction of the constant map's.
+LEARNED_SILOG_FACTOR = 0.6
+
+
+def learned(metrics: dict, base: dict[str, float], miou_factor: float = LEARNED_MIOU_FACTOR,
+            silog_factor: float = LEARNED_SILOG_FACTOR) -> dict[str, bool]:
     """Whether a run clearly beats the trivial baselines, per task (the issue's rule: mIoU at
     least ``miou_factor``× the majority class, SI-logRMSE at most ``silog_factor``× the constant map)."""
     out = {}

@@ -464,9 +464,10 @@ def grader_score_figure(points: Mapping[str, tuple[float, float]] | None = None)
 def baselines_text(table: pd.DataFrame) -> str:
     """What the trivial baselines score and what a model must beat (the issue 9 rule), from ``table``
     (:func:`cvaia.experiments.baselines.trivial_baselines`)."""
-    from .baselines import baseline_values
+    from .baselines import LEARNED_MIOU_FACTOR, LEARNED_SILOG_FACTOR, baseline_values
 
     b = baseline_values(table)
+    mf, sf = LEARNED_MIOU_FACTOR, LEARNED_SILOG_FACTOR
     majority = table.attrs.get("majority_class")
     name = class_names()[majority] if majority is not None else "the most frequent class"
     return (f"Predicting **{name}** everywhere scores mIoU {b['miou_majority']:.2f} (one class's IoU divided by 19); "
@@ -475,8 +476,8 @@ def baselines_text(table: pd.DataFrame) -> str:
             f"{b['silog_constant']:.1f} whatever the constant (per image, a constant has exactly the spread of log "
             f"depth as its error); the mean log-depth of each pixel position scores {b['silog_position']:.1f}. "
             f"Notebooks 02–05 call a run *learned* only when it clears the constant predictions by a margin: mIoU ≥ "
-            f"2 × {b['miou_majority']:.2f} = {2 * b['miou_majority']:.2f} and SI-logRMSE ≤ 0.6 × "
-            f"{b['silog_constant']:.1f} = {0.6 * b['silog_constant']:.1f}; a run that does not gets no verdict. "
+            f"{mf:g} × {b['miou_majority']:.2f} = {mf * b['miou_majority']:.2f} and SI-logRMSE ≤ {sf:g} × "
+            f"{b['silog_constant']:.1f} = {sf * b['silog_constant']:.1f}; a run that does not gets no verdict. "
             f"{_position_prior_note(b)}Notebook 01, whose findings are all about segmentation, also asks for more "
             f"than the position prior's mIoU ({b['miou_position']:.2f} here; 01 measures it on its own validation "
             f"images). "
@@ -485,8 +486,10 @@ def baselines_text(table: pd.DataFrame) -> str:
 
 def _position_prior_note(b: dict) -> str:
     """Whether the position priors themselves pass the *learned* rule (then passing it shows less)."""
-    sem = b["miou_position"] >= 2 * b["miou_majority"]
-    dep = b["silog_position"] <= 0.6 * b["silog_constant"]
+    from .baselines import learned
+
+    passes = learned({"miou": b["miou_position"], "si_log_rmse": b["silog_position"]}, b)
+    sem, dep = passes["semseg"], passes["depth"]
     if sem and dep:
         return ("That is a floor, not proof of understanding a scene: the position priors pass it themselves "
                 "(they use where a pixel is, nothing of the image), so compare a run with them too. ")

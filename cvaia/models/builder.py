@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from .adaptive import LATENT_SOURCES, AdaptiveDepth, AdaptiveDepthHead, DepthBranch
 from .aspp import ASPP
 from .decoder import DecoderDeepLabV3p
-from .deeplab import DeepLabV3p, DeepLabV3pMultiTask, ordered_tasks, task_channels
+from .deeplab import DeepLabV3p, DeepLabV3pMultiTask, joint_channels, ordered_tasks, task_channels
 from .encoder import ResNetEncoder, resnet_encoder
 from .multitask import (
     ClassTokenSegHead,
@@ -60,8 +60,8 @@ def deeplabv3p(*, tasks=("semseg", "depth"), encoder: str = "resnet18", weights:
     enc = resnet_encoder(encoder, encoder_dilation, weights, frozen_bn)
     tasks = ordered_tasks(tasks)
     aspp = ASPP(enc.out_channels, WIDTH, aspp_rates)
-    out_ch = sum(task_channels(t, num_classes) for t in tasks)
-    decoder = DecoderDeepLabV3p(WIDTH, enc.channels[4], out_ch, skip_channels, num_convs, fp32_head="depth" in tasks)
+    decoder = DecoderDeepLabV3p(WIDTH, enc.channels[4], joint_channels(tasks, num_classes), skip_channels, num_convs,
+                                fp32_head="depth" in tasks)
     return DeepLabV3p(enc, aspp, decoder, tasks, num_classes)
 
 

@@ -38,6 +38,11 @@ def task_channels(task: str, num_classes: int) -> int:
     return num_classes if task == "semseg" else 1
 
 
+def joint_channels(tasks, num_classes: int) -> int:
+    """Output channels of the joint decoder: ``num_classes`` logits and/or one log-depth channel."""
+    return sum(task_channels(t, num_classes) for t in tasks)
+
+
 class DeepLabV3p(nn.Module):
     """Joint DeepLabV3+: ``encoder`` → ``aspp`` → one ``decoder`` with 19+1 output channels.
 
@@ -56,7 +61,7 @@ class DeepLabV3p(nn.Module):
         super().__init__()
         self.tasks = ordered_tasks(tasks)
         self.num_classes = num_classes
-        expected = sum(task_channels(t, num_classes) for t in self.tasks)
+        expected = joint_channels(self.tasks, num_classes)
         if decoder.out_channels != expected:
             raise ValueError(f"DeepLabV3p: the decoder has {decoder.out_channels} output channels, the tasks "
                              f"{'+'.join(self.tasks)} need {expected}")
