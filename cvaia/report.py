@@ -36,6 +36,8 @@ REPORT_DIRNAME = "report"
 MARKER = ".cvaia-report"
 #: Headline keys holding a notebook's verdict counts (see ``cvaia.experiments.verdicts``).
 VERDICT_KEYS = ("verdicts_reproduced", "verdicts_contradicted", "verdicts_inconclusive")
+#: Headline keys of the measured / counted split (kept out of the headline-number table too).
+VERDICT_SPLIT_KEYS = ("verdicts_measured_conclusive", "verdicts_measured_total", "verdicts_counted")
 MISSING = "\u2014"  # an em dash: no value
 
 _STYLE = """
@@ -188,11 +190,14 @@ def _index_html(summary: dict, rows: list[dict]) -> str:
                            f"<code>{_e(r['page_error'])}</code></li>")
         out.append("</ul>")
 
+    out.extend(_verdict_tables(rows))
+
     # headline numbers (the verdict counts are in the notebooks table)
     out.append("<h2>Headline numbers</h2><table><tr><th>notebook</th><th>number</th>"
                "<th>value</th></tr>")
     for r in rows:
-        items = [(k, v) for k, v in (r["nb"].get("headlines") or {}).items() if k not in VERDICT_KEYS]
+        items = [(k, v) for k, v in (r["nb"].get("headlines") or {}).items()
+                 if k not in VERDICT_KEYS + VERDICT_SPLIT_KEYS]
         if not items:
             out.append(f"<tr><td>{_e(r['name'])}</td><td>{MISSING}</td><td>{MISSING}</td></tr>")
             continue
@@ -234,6 +239,38 @@ def _index_html(summary: dict, rows: list[dict]) -> str:
 
 
 # ---- the report -----------------------------------------------------------------------------
+def _verdict_tables(rows) -> list[str]:
+    """Every notebook's verdicts: measured findings (from trained runs) and, apart, the counted
+    ones (arithmetic on parameters and FLOPs), with estimate, interval, test and n per arm."""
+    def table(title: str, records: list[tuple[str, dict]]) -> list[str]:
+        html = [f"<h3>{_e(title)}</h3><table><tr><th>notebook</th><th>id</th><th>claim</th><th>outcome</th>"
+                "<th>estimate</th><th>interval</th><th>test</th><th>n</th></tr>"]
+        for name, v in records:
+            ci = v.get("ci")
+            ci_text = (f"[{format_number(ci[0])}, {format_number(ci[1])}] ({float(v.get('ci_level') or 0):.0%})"
+                       if ci and None not in ci else MISSING)
+            est = v.get("estimate")
+            html.append(f"<tr><td>{_e(name)}</td><td><code>{_e(v.get('id', ''))}</code></td>"
+                        f"<td>{_e(v.get('claim', ''))}</td><td>{_e(v.get('outcome', ''))}</td>"
+                        f'<td class="num">{_e(format_number(est)) if est is not None else MISSING}</td>'
+                        f'<td class="num">{_e(ci_text)}</td><td>{_e(v.get("test", ""))}</td>'
+                        f'<td class="num">{_e(" vs ".join(str(k) for k in v.get("n") or [])) or MISSING}</td></tr>')
+        html.append("</table>")
+        return html
+
+    measured = [(r["name"], v) for r in rows for v in r["nb"].get("verdicts") or [] if v.get("kind") != "counted"]
+    counted = [(r["name"], v) for r in rows for v in r["nb"].get("verdicts") or [] if v.get("kind") == "counted"]
+    if not measured and not counted:
+        return []
+    out = ["<h2>Verdicts</h2>"]
+    if measured:
+        conclusive = sum(v.get("outcome") != "inconclusive at this scale" for _, v in measured)
+        out += table(f"Measured findings ({conclusive} of {len(measured)} conclusive)", measured)
+    if counted:
+        out += table("Arithmetic (counted parameters and FLOPs; not measured findings)", counted)
+    return out
+
+
 def build_report(executed_dir: str | os.PathLike,
                  figures_dir: str | os.PathLike | None = None) -> Path:
     """Write the HTML report of the executed workbook in ``executed_dir``; return its index.

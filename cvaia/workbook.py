@@ -63,6 +63,7 @@ class NotebookResult:
     seconds: float = 0.0
     headlines: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  #: timed numbers (load-dependent)
+    verdicts: list[dict] = field(default_factory=list)  #: machine-readable verdict records
     figures: list[Path] = field(default_factory=list)
     failed_cell: int | None = None    #: execution count of the failing cell (as shown in Jupyter)
     failed_cell_index: int | None = None  #: index of the failing cell in the notebook
@@ -154,6 +155,20 @@ def _read_headlines(path: Path) -> tuple[dict[str, float], dict[str, float]]:
     values = data.get("values", {k: v for k, v in data.items() if k not in ("notebook", "timings")})
     timings = data.get("timings") or {}
     return ({str(k): float(v) for k, v in values.items()}, {str(k): float(v) for k, v in timings.items()})
+
+
+def _read_verdicts(path: Path) -> list[dict]:
+    """The verdict records a notebook wrote (``headlines/NN.json["verdicts"]``; empty when none)."""
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    found = data.get("verdicts") if isinstance(data, dict) else None
+    if found is None:
+        return []
+    if not isinstance(found, list) or not all(isinstance(v, dict) and "id" in v for v in found):
+        raise ValueError(f'{path}: "verdicts" must be a list of records with an "id"')
+    return found
 
 
 def _new_figures(folder: Path, since: float) -> list[Path]:
@@ -249,6 +264,7 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     result.figures = _new_figures(paths.figures_dir(), start)
     try:
         result.headlines, result.timings = _read_headlines(headline_file)
+        result.verdicts = _read_verdicts(headline_file)
     except (ValueError, OSError) as exc:
         result.ok = False
         result.error = result.error or f"unreadable headline file {headline_file}: {exc}"

@@ -281,7 +281,7 @@ def test_step_text_words_follow_the_verdict():
     assert summary.loc["branched", "compute [ms]"] == 160.0 and summary.loc["joint", "data share [%]"] < 1.5
     slower = V.counted("slower", {"branched": 2.0, "joint": 1.0}, "branched", "higher")
     text = p03.step_text(summary, slower)
-    assert "**compute**" in text and "**1.60×**" in text and "**reproduced**" in text and "under any load" in text
+    assert "**compute**" in text and "**1.60×**" in text and "**consistent with the report's claim (arithmetic)**" in text and "under any load" in text
     breakdown["branched"]["data_ms"] = 100.0
     summary = p03.step_summary(breakdown)
     assert "waiting for data" in p03.step_text(summary, slower)

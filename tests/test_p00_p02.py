@@ -211,9 +211,13 @@ def test_weighting_verdicts_reproduced_contradicted_and_inconclusive():
     assert [v.outcome for v in vs[:2]] == [V.REPRODUCED, V.REPRODUCED] and thr < 5
     vs = p02.weighting_verdicts(_wt([30.0, 35.0, 40.0], [40.0, 40.5, 41.0]), NOISE, ALL_LEARNED)
     assert vs[0].outcome == V.CONTRADICTED and vs[1].outcome == V.INCONCLUSIVE
-    # one step inside the noise: a trend needs every step to clear it
+    # a trend is the slope over all points: one small step no longer hides a large overall fall
     vs = p02.weighting_verdicts(_wt([40.0, 39.0, 30.0], [50.0, 45.0, 40.0]), NOISE, ALL_LEARNED)
-    assert vs[0].outcome == V.INCONCLUSIVE
+    assert vs[0].outcome == V.REPRODUCED and vs[0].test == "least-squares slope"
+    assert vs[0].interval.low > 0  # positive = the report's direction ("lower": mIoU falls as w grows)
+    # a fall inside the slope's interval (σ = 1 from 3 seeds, 2 df): inconclusive, with what it could detect
+    vs = p02.weighting_verdicts(_wt([40.0, 39.0, 38.5], [50.0, 45.0, 40.0]), NOISE, ALL_LEARNED)
+    assert vs[0].outcome == V.INCONCLUSIVE and "detects a true effect" in vs[0].detail
 
 
 def test_weighting_verdicts_refuse_runs_that_did_not_learn_and_all_zero_scores():

@@ -78,7 +78,8 @@ def test_exact_and_learned_and_tally():
     assert V.learned_clearly(50.0, 100.0, "lower", factor=0.6)
     assert not V.learned_clearly(float("nan"), 100.0, "lower", factor=0.6)
     vs = [V.compare("a", 45, 41, noise()), V.compare("b", 41, 45, noise()), V.compare("c", 41, 41.5, noise())]
-    assert V.tally(vs) == {"verdicts_reproduced": 1, "verdicts_contradicted": 1, "verdicts_inconclusive": 1}
+    assert V.tally(vs) == {"verdicts_reproduced": 1, "verdicts_contradicted": 1, "verdicts_inconclusive": 1,
+                           "verdicts_measured_conclusive": 2, "verdicts_measured_total": 3, "verdicts_counted": 0}
     table = V.verdict_table(vs)
     assert list(table.verdict) == [V.REPRODUCED, V.CONTRADICTED, V.INCONCLUSIVE]
     with pytest.raises(ValueError):
@@ -100,3 +101,65 @@ def test_counted_costs_decide_without_noise():
         V.counted("x", flops, "c")
     with pytest.raises(ValueError, match="direction"):
         V.counted("x", flops, "16", "faster")
+
+
+# ---- verdicts that fit their claims (paired, equivalence, slope, long schedules), as records ----
+def test_paired_verdict_uses_the_per_seed_differences():
+    a, b = [30.0, 32.0, 31.0, 33.5], [29.0, 31.2, 30.1, 32.4]  # B trails A by ~1 under every seed
+    v = V.paired("A beats B (mIoU)", a, b, "higher")
+    assert v.outcome == V.REPRODUCED and v.kind == V.MEASURED and v.test == "paired t" and v.n == (4,)
+    # unpaired, the same numbers are lost in the seed spread
+    u = V.unpaired("A beats B (mIoU)", a, b, V.pooled_noise("miou", {"A": a, "B": b}), "higher")
+    assert u.outcome == V.INCONCLUSIVE and u.n == (4, 4) and "detects a true effect" in u.detail
+    # "lower" claims flip the sign: the estimate is always in the report's direction
+    w = V.paired("A has lower error", a, b, "lower")
+    assert w.outcome == V.CONTRADICTED and w.interval.high < 0
+
+
+def test_pooled_noise_pools_every_multi_seed_configuration():
+    nz = V.pooled_noise("miou", {"base": [20.0, 22.0, 21.0], "other": [30.0, 30.5], "single": [25.0]})
+    assert nz.df == 3 and nz.configs == 2 and nz.mean == 21.0
+    assert nz.std == pytest.approx(((1.0 + 1.0 + 0.0 + 0.125) / 3) ** 0.5)
+    assert "pooled over 2 configurations, 3 df" in nz.describe()
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        V.pooled_noise("miou", {"single": [25.0]})
+
+
+def test_equivalence_reproduces_a_no_gain_claim_inside_its_margin():
+    a, b = [30.0, 31.0, 29.5, 30.2], [30.1, 30.9, 29.6, 30.1]
+    v = V.equivalence("positional embedding brings no gain", a, b, margin=1.0)
+    assert v.outcome == V.REPRODUCED and v.threshold_kind == "margin" and "TOST" in v.test
+    assert V.equivalence("no gain", a, b, margin=0.05).outcome == V.INCONCLUSIVE
+    far = V.equivalence("no gain", [35.0, 36.0, 35.5], [30.0, 31.0, 30.4], margin=1.0)
+    assert far.outcome == V.CONTRADICTED
+
+
+def test_long_schedule_claims_are_inconclusive_by_rule_below_the_stated_steps():
+    v = V.long_schedule("branched in half the epochs", steps=62, min_steps=2000)
+    assert v.outcome == V.INCONCLUSIVE and "2000" in v.detail and "62" in v.detail
+    assert V.long_schedule("branched in half the epochs", steps=2400, min_steps=2000) is None
+
+
+def test_counted_verdicts_are_arithmetic_and_kept_apart():
+    c = V.counted("skip 64 is the fastest", {"64": 0.684, "16": 0.626}, "64", "lower")
+    e = V.exact("ASPP parameters", 4_131_584, 4_131_584)
+    m = V.compare("a", 45, 41, noise())
+    assert c.kind == e.kind == V.COUNTED and m.kind == V.MEASURED
+    assert "not consistent with the report's claim (arithmetic)" in c.sentence()
+    t = V.tally([c, e, m])
+    assert (t["verdicts_counted"], t["verdicts_measured_total"], t["verdicts_measured_conclusive"]) == (2, 1, 1)
+
+
+def test_records_are_json_ready_with_stable_unique_ids():
+    import json
+
+    vs = [V.paired("Dilation helps (F,F,T vs F,F,F)", [3.0, 4.0, 5.0], [1.0, 1.5, 2.5]),
+          V.paired("Dilation helps (SI-logRMSE)", [3.0, 4.0, 5.0], [1.0, 1.5, 2.5]),
+          V.exact("params", 10, 10)]
+    recs = V.records(vs)
+    assert [r["id"] for r in recs] == ["dilation_helps", "dilation_helps_2", "params"]
+    r = recs[0]
+    assert r["kind"] == "measured" and r["outcome"] == V.REPRODUCED and r["n"] == [3]
+    assert r["ci"][0] > 0 and r["ci_level"] == 0.95 and r["test"] == "paired t"
+    assert recs[2]["kind"] == "counted" and recs[2]["ci"] is None
+    json.dumps(recs, allow_nan=False)

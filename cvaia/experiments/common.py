@@ -326,27 +326,40 @@ def format_report(info: Mapping[str, Any]) -> str:
 
 # ---- headline numbers -----------------------------------------------------------------------
 def record_headline(notebook: str, values: Mapping[str, float], *, timings: Mapping[str, float] | None = None,
-                    display: bool = True) -> dict[str, float]:
+                    verdicts: Sequence | None = None, display: bool = True) -> dict[str, float]:
     """Record a notebook's headline numbers.
 
     ``notebook`` is the two-digit number ("01"); ``values`` maps short names to numbers (each
     must convert to a float): results that two executions on the same machine reproduce.
     ``timings``: numbers timed on this machine (speed-ups, time ratios, data-wait shares), which
     depend on what else runs, kept apart so that comparing two executions' ``values`` means
-    something. Writes ``{"notebook": .., "values": {..}, "timings": {..}}`` to
+    something. ``verdicts``: the notebook's :class:`~cvaia.experiments.verdicts.Verdict` list,
+    written as machine-readable records (id, kind, outcome, estimate and interval, test, n per
+    arm) and counted into ``values`` (:func:`~cvaia.experiments.verdicts.tally`) unless ``values``
+    already holds the counts. Writes ``{"notebook": .., "values": {..}, "timings": {..},
+    "verdicts": [..]}`` to
     ``$CVAIA_HEADLINES_DIR/<notebook>.json`` when that variable is set, displays small tables
     (in Jupyter) and returns the values as floats.
     """
     notebook = str(notebook)
     if not (len(notebook) == 2 and notebook.isdigit()):
         raise ValueError(f"record_headline: notebook must be two digits like '01', got {notebook!r}")
+    records: list[dict] = []
+    if verdicts is not None:
+        from .verdicts import records as _records
+        from .verdicts import tally as _tally
+
+        verdicts = list(verdicts)
+        records = _records(verdicts)
+        values = {**_tally(verdicts), **values}
     clean = _as_floats(values, "value")
     timed = _as_floats(timings or {}, "timing")
     folder = os.environ.get(HEADLINES_ENV, "").strip()
     if folder:
         out = Path(folder).expanduser()
         out.mkdir(parents=True, exist_ok=True)
-        payload = {"notebook": notebook, "values": _json_numbers(clean), "timings": _json_numbers(timed)}
+        payload = {"notebook": notebook, "values": _json_numbers(clean), "timings": _json_numbers(timed),
+                   "verdicts": records}
         tmp = out / f".{notebook}.json.tmp"
         tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
         os.replace(tmp, out / f"{notebook}.json")
