@@ -6,7 +6,11 @@
 2. execute every notebook of ``notebooks/`` in order with papermill (kernel ``python3``,
    parameters ``PROFILE``, ``DATASET_ROOT``, ``DEVICE``; working directory ``notebooks/``)
    into ``runs/executed/<profile>/NN_name.ipynb``. A previous executed copy is never
-   overwritten: it is renamed to ``NN_name.prev-<its time>.ipynb`` first;
+   overwritten: it is renamed to ``NN_name.prev-<its time>.ipynb`` first. ``-p NAME VALUE``
+   overrides (:func:`cli_parameters`, :func:`notebook_overrides`) go to the notebooks that have
+   the parameter and are recorded in ``summary.json``; a machine probe measured first
+   (:func:`measure_probe`) reaches them as ``$CVAIA_PROBE_S`` and gives the budget in probe
+   units (:func:`budget`);
 3. the notebooks save their figures through :func:`cvaia.plots.save` into
    :func:`cvaia.paths.figures_dir`, and their headline numbers through
    :func:`cvaia.experiments.record_headline` into ``$CVAIA_HEADLINES_DIR`` (set here to
@@ -367,6 +371,62 @@ def overrides_tag(overrides: dict | None) -> str:
     return tag
 
 
+# ---- the machine probe and the budget in its units ------------------------------------------
+#: The whole workbook's time budget per profile, minutes on an idle 2-CPU-core machine (the
+#: README's target); a profile without one gets only its measured time in probe units.
+BUDGET_MIN = {"quick": 30.0}
+
+
+def measure_probe(device: str = "auto", log: Callable[[str], None] = print) -> dict:
+    """:func:`cvaia.bench.machine_probe` with the threads a notebook kernel trains with
+    (:func:`cvaia.experiments.common.configure_threads`); a failure is recorded, not raised."""
+    from .bench import machine_probe
+    from .experiments.common import configure_threads
+
+    try:
+        configure_threads(device)
+        probe = machine_probe(device=device)
+    except Exception as exc:  # the probe only informs: the workbook runs without it
+        log(f"  machine probe failed ({type(exc).__name__}: {exc}); no time estimates")
+        return {"probe_s": None, "probe_error": f"{type(exc).__name__}: {exc}"}
+    log(f"  machine probe: {probe['probe_s']:.3f} s per training step of the quick joint model "
+        f"({probe['probe_steps']} steps timed, {probe['torch_threads']} torch thread(s))")
+    return probe
+
+
+def probe_environ(probe: dict | None) -> dict:
+    """The environment that hands ``probe`` to the notebooks (:func:`cvaia.experiments.common.announce`)."""
+    from .experiments.common import PROBE_ENV, PROBE_PIXELS_ENV
+
+    if not probe or not probe.get("probe_s"):
+        return {}
+    return {PROBE_ENV: repr(float(probe["probe_s"])),
+            PROBE_PIXELS_ENV: str(int(probe["batch_size"]) * int(probe["crop"]) ** 2)}
+
+
+def budget(profile: str, probe: dict | None, total_s: float) -> dict:
+    """The budget and this execution's time, in minutes and in probe units (seconds / probe_s),
+    with the sentence the summary and the report print."""
+    minutes = BUDGET_MIN.get(profile)
+    probe_s = (probe or {}).get("probe_s")
+    out = {"budget_min": minutes, "total_min": total_s / 60.0, "probe_s": probe_s,
+           "budget_probe_units": minutes * 60.0 / probe_s if minutes and probe_s else None,
+           "total_probe_units": total_s / probe_s if probe_s else None}
+    used = f"this execution took {total_s / 60:.1f} min"
+    if probe_s:
+        used += f" = {out['total_probe_units']:.0f} probe units"
+    if minutes:
+        head = f"budget of the {profile} workbook: {minutes:g} min"
+        if probe_s:
+            head += f" = {out['budget_probe_units']:.0f} probe units"
+    else:
+        head = f"no time budget for the {profile} profile"
+    unit = (f"1 probe unit = {probe_s:.3f} s, one training step of the quick joint model on this machine"
+            if probe_s else "no machine probe measured")
+    out["text"] = f"{head}; {used} ({unit})"
+    return out
+
+
 def executed_dir(profile: str, overrides: dict | None = None) -> Path:
     """The default folder of a profile's executed notebooks: ``<runs>/executed/<profile>``, or
     ``<runs>/executed/<profile>+<overrides_tag>`` for an execution with ``-p`` overrides (so
@@ -380,7 +440,7 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
                  device: str = "auto", notebooks_dir: str | os.PathLike | None = None,
                  extra_parameters: dict | None = None, build_data: bool = True,
                  execution_timeout: float | None = None, report: bool = True,
-                 overrides: dict | None = None,
+                 overrides: dict | None = None, probe: bool | dict = True,
                  log: Callable[[str], None] = print) -> list[NotebookResult]:
     """Execute the notebooks (all, or those in ``only``) in order; return one result each.
 
@@ -388,7 +448,10 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
     earlier one failed. ``execution_timeout``: seconds a cell may take (None: the profile's
     :data:`CELL_TIMEOUT_S`, 0: no limit). ``overrides``: notebook parameters (``-p NAME VALUE``),
     checked by :func:`notebook_overrides` and given to the notebooks that have them; they are
-    recorded in ``summary.json`` and name the default ``out`` (:func:`executed_dir`). A ``summary.json`` is written next to the executed notebooks, and
+    recorded in ``summary.json`` and name the default ``out`` (:func:`executed_dir`). ``probe``:
+    True measures the machine probe first (:func:`measure_probe`), a dict is a probe already
+    measured, False none; it goes to the notebooks (:func:`probe_environ`) and into
+    ``summary.json`` with the budget in probe units (:func:`budget`). A ``summary.json`` is written next to the executed notebooks, and
     with ``report`` the HTML report (:func:`cvaia.report.build_report`) in ``<out>/report``.
     """
     if profile not in PROFILES:
@@ -414,13 +477,15 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
     if overrides:
         log(f"  parameters: {', '.join(f'{k}={v!r}' for k, v in overrides.items())}")
     log(f"  executed copies -> {out_dir}; figures -> {paths.figures_dir()}")
+    probe = measure_probe(device, log) if probe is True else (dict(probe) if probe else None)
     results = []
     for source in notebooks:
         log(f"[{source.stem}] running ...")
-        result = execute_notebook(source, out_dir / source.name, {**parameters, **per_notebook[source]},
-                                  cwd=source.parent, headlines_dir=headlines_dir,
-                                  progress_bar=sys.stderr.isatty(),
-                                  execution_timeout=execution_timeout or None)
+        with temporary_environ(probe_environ(probe)):
+            result = execute_notebook(source, out_dir / source.name, {**parameters, **per_notebook[source]},
+                                      cwd=source.parent, headlines_dir=headlines_dir,
+                                      progress_bar=sys.stderr.isatty(),
+                                      execution_timeout=execution_timeout or None)
         if result.previous is not None:
             log(f"  previous executed copy kept as {result.previous.name}")
         result.overrides = dict(per_notebook[source])
@@ -431,7 +496,8 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
             log(f"  FAILED at {where} after {result.seconds:.1f} s: {result.error}")
         results.append(result)
     summary = {"profile": profile, "dataset_root": str(root), "device": device,
-               "overrides": dict(overrides or {}),
+               "overrides": dict(overrides or {}), "probe": probe,
+               "budget": budget(profile, probe, sum(r.seconds for r in results)),
                "finished": datetime.now().isoformat(timespec="seconds"),
                "figures_dir": str(paths.figures_dir()),
                "notebooks": [r.to_dict() for r in results]}

@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-y", "--parameters_yaml", action="append", default=[], metavar="YAML",
                         help="notebook parameters as a YAML mapping, e.g. -y 'SEEDS: [10, 11, 12]' "
                              "(repeatable; -p wins)")
+    parser.add_argument("--no-probe", dest="probe", action="store_false",
+                        help="skip the machine probe (a few timed training steps of the quick joint model, "
+                             "<= ~10 s) that the budget in probe units and the cells' time estimates use")
     parser.add_argument("--list", action="store_true", help="list the notebooks and exit")
     parser.add_argument("--report-only", action="store_true",
                         help="execute nothing: (re)build the HTML report <out>/report/index.html "
@@ -49,6 +52,15 @@ def run(args: argparse.Namespace) -> int:
         summary_table,
     )
 
+    def budget_line(results):
+        import json
+        from pathlib import Path
+
+        summary = Path(results[0].output).parent / "summary.json" if results else None
+        if summary is None or not summary.is_file():
+            return ""
+        return json.loads(summary.read_text(encoding="utf-8")).get("budget", {}).get("text", "")
+
     try:
         overrides = cli_parameters(args.parameter, args.parameters_yaml)
         if args.report_only:
@@ -61,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
         results = run_workbook(args.profile, args.only or None, out=args.out or None,
                                dataset_root=args.dataset_root, device=args.device,
                                notebooks_dir=args.notebooks or None,
-                               execution_timeout=args.timeout, overrides=overrides)
+                               execution_timeout=args.timeout, overrides=overrides, probe=args.probe)
     except (WorkbookError, ReportError) as exc:
         print(f"workbook: error: {exc}", file=sys.stderr)
         return 2
     print()
     print(summary_table(results))
+    print(budget_line(results))
     return 0 if all(r.ok for r in results) else 1
