@@ -330,3 +330,65 @@ def default_settings(device: str) -> BenchSettings:
         return BenchSettings(size=256, batch_size=32, steps=30, warmup=10, device=device,
                              workers=8, images=512)
     return BenchSettings(device=device, workers=min(2, os.cpu_count() or 1))
+
+
+# ---- the workbook's machine probe -------------------------------------------------------------
+#: What :func:`machine_probe` times, in words (recorded next to its value).
+PROBE_WHAT = ("median wall time of one training step (forward, SILog + cross-entropy loss, backward, "
+              "Adam) of the quick recipe's joint model (notebook 03's joint DeepLabV3+ at the quick "
+              "profile's batch and crop, random inputs)")
+
+
+def probe_config(device: str = "cpu"):
+    """The config :func:`machine_probe` trains: notebook 03's joint model on its quick profile."""
+    from .experiments import p03
+
+    return p03.joint_config({**p03.PROFILES["quick"], "DEVICE": device})
+
+
+def machine_probe(steps: int = 5, warmup: int = 1, device: str = "cpu", max_s: float = 8.0) -> dict:
+    """Time ``steps`` training steps (after ``warmup`` untimed ones) of :func:`probe_config`
+    in this process, on random inputs, with torch's current CPU threads. Timing stops early once
+    the timed steps took ``max_s`` seconds (after at least two), so a loaded machine does not
+    make the probe itself long; ``probe_steps`` records how many were timed.
+
+    Returns ``{"probe_s": median seconds per step, "probe_what", "probe_steps", "torch_threads",
+    "batch_size", "crop", "model", "device"}``: the workbook's unit of time, so that a budget and an
+    estimate travel between machines of the same kind that differ in speed (≤ ~10 s on 2 cores)."""
+    import statistics
+
+    import torch
+
+    from .losses import MultiTaskLoss
+    from .models import build_model
+    from .optim import build_optimizer
+    from .utils import synchronize
+
+    device = resolve_device(device)
+    cfg = probe_config(device)
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(dev).train()
+    criterion = MultiTaskLoss.from_config(cfg).to(dev)
+    opt = build_optimizer(cfg, model, criterion, dev)
+    b, c = cfg.batch_size, cfg.aug_input_crop_size
+    x = torch.randn(b, 3, c, c, generator=g).to(dev)
+    targets = {"semseg": torch.randint(0, 19, (b, c, c), generator=g).to(dev),
+               "depth": (4.0 + 60.0 * torch.rand(b, c, c, generator=g)).to(dev)}
+    times = []
+    for i in range(warmup + steps):
+        synchronize(device)
+        t0 = time.perf_counter()
+        loss, _ = criterion({k: v.float() for k, v in model(x).items()}, targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            if len(times) >= 2 and sum(times) >= max_s:
+                break
+    return {"probe_s": statistics.median(times), "probe_what": PROBE_WHAT, "probe_steps": len(times),
+            "torch_threads": torch.get_num_threads(), "batch_size": b, "crop": c,
+            "model": cfg.model_name, "device": device}

@@ -155,6 +155,11 @@ def _index_html(summary: dict, rows: list[dict]) -> str:
     failed = sum(not r["nb"].get("ok") for r in rows)
     out.append(f"{len(rows)} notebook(s), {failed} failed, {total:.1f} s in total "
                f'(<a href="summary.json">summary.json</a>)</p>')
+    if (summary.get("budget") or {}).get("text"):  # minutes and probe units (cvaia.workbook.budget)
+        out.append(f"<p>{_e(summary['budget']['text'])}</p>")
+    if summary.get("overrides"):
+        out.append("<p>parameters: <code>" + _e(", ".join(f"{k}={v!r}" for k, v in summary["overrides"].items()))
+                   + "</code></p>")
 
     # notebooks: status, time, verdicts
     out.append("<h2>Notebooks</h2><table><tr><th>notebook</th><th>status</th><th>time</th>"

@@ -6,7 +6,11 @@
 2. execute every notebook of ``notebooks/`` in order with papermill (kernel ``python3``,
    parameters ``PROFILE``, ``DATASET_ROOT``, ``DEVICE``; working directory ``notebooks/``)
    into ``runs/executed/<profile>/NN_name.ipynb``. A previous executed copy is never
-   overwritten: it is renamed to ``NN_name.prev-<its time>.ipynb`` first;
+   overwritten: it is renamed to ``NN_name.prev-<its time>.ipynb`` first. ``-p NAME VALUE``
+   overrides (:func:`cli_parameters`, :func:`notebook_overrides`) go to the notebooks that have
+   the parameter and are recorded in ``summary.json``; a machine probe measured first
+   (:func:`measure_probe`) reaches them as ``$CVAIA_PROBE_S`` and gives the budget in probe
+   units (:func:`budget`);
 3. the notebooks save their figures through :func:`cvaia.plots.save` into
    :func:`cvaia.paths.figures_dir`, and their headline numbers through
    :func:`cvaia.experiments.record_headline` into ``$CVAIA_HEADLINES_DIR`` (set here to
@@ -69,6 +73,7 @@ class NotebookResult:
     failed_cell_index: int | None = None  #: index of the failing cell in the notebook
     error: str | None = None          #: "ename: evalue"
     previous: Path | None = None      #: where an earlier executed copy was moved to
+    overrides: dict = field(default_factory=dict)  #: the -p/-y parameters this notebook was given
 
     @property
     def number(self) -> str:
@@ -127,6 +132,99 @@ def ensure_dataset(dataset_root: str | os.PathLike | None = "",
         return ensure(dataset_root, log=log, flag="--dataset_root")
     except FileNotFoundError as exc:
         raise WorkbookError(str(exc)) from None
+
+
+# ---- parameters from the command line (-p NAME VALUE, -y YAML) -------------------------------
+#: Parameters the runner sets from its own flags; ``-p`` may not set them.
+RUNNER_PARAMETERS = {"PROFILE": "--profile", "DATASET_ROOT": "--dataset_root", "DEVICE": "--device"}
+
+
+def parse_parameter_value(text: str):
+    """A ``-p`` value, read as papermill's ``-p`` reads it (``True``/``False``/``None``, an
+    integer, a float, else the string itself) — and, unlike papermill, a value that starts
+    with ``[`` or ``{`` is read as a YAML flow list/mapping, so ``-p SEEDS '[10, 11, 12]'``
+    gives the list ``[10, 11, 12]``. Raises :class:`WorkbookError` on malformed YAML."""
+    import yaml
+    from papermill.cli import _resolve_type
+
+    stripped = text.strip()
+    if stripped[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(stripped)
+        except yaml.YAMLError as exc:
+            raise WorkbookError(f"-p: cannot read {text!r} as a YAML list/mapping: {exc}") from None
+    return _resolve_type(text)
+
+
+def cli_parameters(pairs: Sequence[Sequence[str]] = (), yamls: Sequence[str] = ()) -> dict:
+    """``{NAME: value}`` from ``-y YAML`` documents (each a mapping; in order) and then
+    ``-p NAME VALUE`` pairs (later ones win)."""
+    import yaml
+
+    values: dict = {}
+    for text in yamls:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise WorkbookError(f"-y: cannot read {text!r} as YAML: {exc}") from None
+        if doc is None:
+            continue
+        if not isinstance(doc, dict):
+            raise WorkbookError(f"-y: expected a YAML mapping like 'SEED: 10', got {text!r}")
+        values.update({str(k): v for k, v in doc.items()})
+    for name, text in pairs:
+        values[str(name)] = parse_parameter_value(str(text))
+    return values
+
+
+def _notebook_parameter_defaults(source: Path, profile: str) -> dict | None:
+    """The parameters notebook ``source`` accepts under ``profile``, with their defaults, from
+    their one definition (:data:`cvaia.experiments.COMMON` and ``pNN.PROFILES``); None when
+    no problem module ``pNN`` belongs to the notebook's number."""
+    from . import experiments
+
+    try:
+        module = experiments.problem_module(source.stem.split("_", 1)[0])
+    except experiments.ParameterError:
+        return None
+    values = dict(experiments.COMMON)
+    values.update(module.PROFILES[profile])
+    return values
+
+
+def notebook_overrides(notebooks: Sequence[Path], overrides: dict, profile: str) -> dict[Path, dict]:
+    """``{notebook: the overrides it takes}``: each name goes to the notebooks that have that
+    parameter (a notebook without a problem module takes them all, unchecked).
+
+    Raises :class:`WorkbookError` for a name no selected notebook has (listing the valid
+    names), for a runner parameter (``PROFILE``… have their own flags) and for a value whose
+    kind differs from the parameter's default (naming the parameter and notebook)."""
+    from . import experiments
+
+    for name in overrides:
+        if name in RUNNER_PARAMETERS:
+            raise WorkbookError(f"-p {name}: set by the runner; use {RUNNER_PARAMETERS[name]} instead")
+    defaults = {nb: _notebook_parameter_defaults(nb, profile) for nb in notebooks}
+    known = sorted(set().union(*[set(d) for d in defaults.values() if d is not None]) - set(RUNNER_PARAMETERS))
+    unchecked = any(d is None for d in defaults.values())
+    unknown = [n for n in overrides
+               if not unchecked and not any(d is not None and n in d for d in defaults.values())]
+    if unknown:
+        raise WorkbookError(f"-p: no selected notebook has parameter(s) {', '.join(unknown)}; "
+                            f"valid names: {', '.join(known)}")
+    chosen: dict[Path, dict] = {}
+    for nb, d in defaults.items():
+        mine = {n: v for n, v in overrides.items() if d is None or n in d}
+        if d is not None:
+            for n, v in mine.items():
+                if v is None:  # None: the profile's value, as in the parameters cell
+                    continue
+                try:
+                    experiments._check_type(nb.stem.split("_", 1)[0], n, v, d[n])
+                except experiments.ParameterError as exc:
+                    raise WorkbookError(f"-p {n}: {exc}") from None
+        chosen[nb] = mine
+    return chosen
 
 
 # ---- execution ------------------------------------------------------------------------------
@@ -271,9 +369,86 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     return result
 
 
-def executed_dir(profile: str) -> Path:
-    """The default folder of a profile's executed notebooks: ``<runs>/executed/<profile>``."""
-    return paths.runs_dir() / "executed" / profile
+def overrides_tag(overrides: dict | None) -> str:
+    """A folder-name tag of ``-p`` overrides: ``""`` for none, else e.g.
+    ``SEED=10_SEEDS=10,11,12`` (a hash of them when that would be long or odd)."""
+    if not overrides:
+        return ""
+    import hashlib
+    import re
+
+    def text(v):
+        return ",".join(text(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
+
+    tag = "_".join(f"{k}={text(v)}" for k, v in sorted(overrides.items()))
+    if len(tag) > 60 or not re.fullmatch(r"[A-Za-z0-9_=,.+-]+", tag):
+        digest = hashlib.sha1(json.dumps(overrides, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        tag = f"params-{digest}"
+    return tag
+
+
+# ---- the machine probe and the budget in its units ------------------------------------------
+#: The whole workbook's time budget per profile, minutes on an idle 2-CPU-core machine (the
+#: README's target); a profile without one gets only its measured time in probe units.
+BUDGET_MIN = {"quick": 30.0}
+
+
+def measure_probe(device: str = "auto", log: Callable[[str], None] = print) -> dict:
+    """:func:`cvaia.bench.machine_probe` with the threads a notebook kernel trains with
+    (:func:`cvaia.experiments.common.configure_threads`); a failure is recorded, not raised."""
+    from .bench import machine_probe
+    from .experiments.common import configure_threads
+
+    try:
+        configure_threads(device)
+        probe = machine_probe(device=device)
+    except Exception as exc:  # the probe only informs: the workbook runs without it
+        log(f"  machine probe failed ({type(exc).__name__}: {exc}); no time estimates")
+        return {"probe_s": None, "probe_error": f"{type(exc).__name__}: {exc}"}
+    log(f"  machine probe: {probe['probe_s']:.3f} s per training step of the quick joint model "
+        f"({probe['probe_steps']} steps timed, {probe['torch_threads']} torch thread(s))")
+    return probe
+
+
+def probe_environ(probe: dict | None) -> dict:
+    """The environment that hands ``probe`` to the notebooks (:func:`cvaia.experiments.common.announce`)."""
+    from .experiments.common import PROBE_ENV, PROBE_PIXELS_ENV
+
+    if not probe or not probe.get("probe_s"):
+        return {}
+    return {PROBE_ENV: repr(float(probe["probe_s"])),
+            PROBE_PIXELS_ENV: str(int(probe["batch_size"]) * int(probe["crop"]) ** 2)}
+
+
+def budget(profile: str, probe: dict | None, total_s: float) -> dict:
+    """The budget and this execution's time, in minutes and in probe units (seconds / probe_s),
+    with the sentence the summary and the report print."""
+    minutes = BUDGET_MIN.get(profile)
+    probe_s = (probe or {}).get("probe_s")
+    out = {"budget_min": minutes, "total_min": total_s / 60.0, "probe_s": probe_s,
+           "budget_probe_units": minutes * 60.0 / probe_s if minutes and probe_s else None,
+           "total_probe_units": total_s / probe_s if probe_s else None}
+    used = f"this execution took {total_s / 60:.1f} min"
+    if probe_s:
+        used += f" = {out['total_probe_units']:.0f} probe units"
+    if minutes:
+        head = f"budget of the {profile} workbook: {minutes:g} min"
+        if probe_s:
+            head += f" = {out['budget_probe_units']:.0f} probe units"
+    else:
+        head = f"no time budget for the {profile} profile"
+    unit = (f"1 probe unit = {probe_s:.3f} s, one training step of the quick joint model on this machine"
+            if probe_s else "no machine probe measured")
+    out["text"] = f"{head}; {used} ({unit})"
+    return out
+
+
+def executed_dir(profile: str, overrides: dict | None = None) -> Path:
+    """The default folder of a profile's executed notebooks: ``<runs>/executed/<profile>``, or
+    ``<runs>/executed/<profile>+<overrides_tag>`` for an execution with ``-p`` overrides (so
+    a replication with other seeds is kept beside the default one)."""
+    tag = overrides_tag(overrides)
+    return paths.runs_dir() / "executed" / (f"{profile}+{tag}" if tag else profile)
 
 
 def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None, *,
@@ -281,12 +456,18 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
                  device: str = "auto", notebooks_dir: str | os.PathLike | None = None,
                  extra_parameters: dict | None = None, build_data: bool = True,
                  execution_timeout: float | None = None, report: bool = True,
+                 overrides: dict | None = None, probe: bool | dict = True,
                  log: Callable[[str], None] = print) -> list[NotebookResult]:
     """Execute the notebooks (all, or those in ``only``) in order; return one result each.
 
     ``out`` defaults to ``<runs>/executed/<profile>``. Every notebook runs even when an
     earlier one failed. ``execution_timeout``: seconds a cell may take (None: the profile's
-    :data:`CELL_TIMEOUT_S`, 0: no limit). A ``summary.json`` is written next to the executed notebooks, and
+    :data:`CELL_TIMEOUT_S`, 0: no limit). ``overrides``: notebook parameters (``-p NAME VALUE``),
+    checked by :func:`notebook_overrides` and given to the notebooks that have them; they are
+    recorded in ``summary.json`` and name the default ``out`` (:func:`executed_dir`). ``probe``:
+    True measures the machine probe first (:func:`measure_probe`), a dict is a probe already
+    measured, False none; it goes to the notebooks (:func:`probe_environ`) and into
+    ``summary.json`` with the budget in probe units (:func:`budget`). A ``summary.json`` is written next to the executed notebooks, and
     with ``report`` the HTML report (:func:`cvaia.report.build_report`) in ``<out>/report``.
     """
     if profile not in PROFILES:
@@ -298,7 +479,8 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
     notebooks = select_notebooks(list_notebooks(notebooks_dir), only)
     if not notebooks:
         raise WorkbookError(f"no notebooks found in {notebooks_dir or NOTEBOOKS_DIR}")
-    out_dir = Path(out).expanduser().resolve() if out else executed_dir(profile)
+    per_notebook = notebook_overrides(notebooks, dict(overrides or {}), profile)
+    out_dir = Path(out).expanduser().resolve() if out else executed_dir(profile, overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     headlines_dir = out_dir / "headlines"
     if build_data:
@@ -308,16 +490,21 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
     parameters = {"PROFILE": profile, "DATASET_ROOT": str(root), "DEVICE": device}
     parameters.update(extra_parameters or {})
     log(f"workbook: {len(notebooks)} notebook(s), profile {profile}, data {root}, device {device}")
+    if overrides:
+        log(f"  parameters: {', '.join(f'{k}={v!r}' for k, v in overrides.items())}")
     log(f"  executed copies -> {out_dir}; figures -> {paths.figures_dir()}")
+    probe = measure_probe(device, log) if probe is True else (dict(probe) if probe else None)
     results = []
     for source in notebooks:
         log(f"[{source.stem}] running ...")
-        result = execute_notebook(source, out_dir / source.name, parameters,
-                                  cwd=source.parent, headlines_dir=headlines_dir,
-                                  progress_bar=sys.stderr.isatty(),
-                                  execution_timeout=execution_timeout or None)
+        with temporary_environ(probe_environ(probe)):
+            result = execute_notebook(source, out_dir / source.name, {**parameters, **per_notebook[source]},
+                                      cwd=source.parent, headlines_dir=headlines_dir,
+                                      progress_bar=sys.stderr.isatty(),
+                                      execution_timeout=execution_timeout or None)
         if result.previous is not None:
             log(f"  previous executed copy kept as {result.previous.name}")
+        result.overrides = dict(per_notebook[source])
         if result.ok:
             log(f"  ok in {result.seconds:.1f} s, {len(result.figures)} figure(s)")
         else:
@@ -325,6 +512,8 @@ def run_workbook(profile: str = "quick", only: str | Iterable[str] | None = None
             log(f"  FAILED at {where} after {result.seconds:.1f} s: {result.error}")
         results.append(result)
     summary = {"profile": profile, "dataset_root": str(root), "device": device,
+               "overrides": dict(overrides or {}), "probe": probe,
+               "budget": budget(profile, probe, sum(r.seconds for r in results)),
                "finished": datetime.now().isoformat(timespec="seconds"),
                "figures_dir": str(paths.figures_dir()),
                "notebooks": [r.to_dict() for r in results]}

@@ -80,7 +80,8 @@ def book_run(fake_book, tmp_path_factory):
     try:
         with contextlib.redirect_stdout(capture):
             rc = main(["workbook", "--profile", "smoke", "--notebooks", str(fake_book["nbs"]),
-                       "--dataset_root", str(fake_book["root"]), "--out", str(out), "--device", "cpu"])
+                       "--dataset_root", str(fake_book["root"]), "--out", str(out), "--device", "cpu",
+                       "--no-probe"])
     finally:
         mp.undo()
     return {"rc": rc, "out": out, "text": capture.getvalue(), "env": env}
@@ -134,7 +135,7 @@ def test_previous_executed_copy_is_kept(book_run, fake_book, isolated_dirs, tmp_
     shutil.copytree(book_run["out"], out)
     first = (out / "00_first.ipynb").read_text()
     results = workbook.run_workbook("smoke", only="00", out=out, notebooks_dir=fake_book["nbs"],
-                                    dataset_root=fake_book["root"], device="cpu", log=lambda s: None)
+                                    dataset_root=fake_book["root"], device="cpu", probe=False, log=lambda s: None)
     assert [r.name for r in results] == ["00_first"] and results[0].ok
     assert results[0].previous is not None and results[0].previous.read_text() == first
     assert results[0].previous.name.startswith("00_first.prev-")

@@ -34,7 +34,7 @@ def test_stuck_cell_times_out_with_a_clear_message(tmp_path, monkeypatch, isolat
     lines = []
     t0 = time.perf_counter()
     [result] = workbook.run_workbook("smoke", out=tmp_path / "out", dataset_root=root, notebooks_dir=nbs,
-                                     build_data=False, log=lines.append)
+                                     build_data=False, probe=False, log=lines.append)
     assert time.perf_counter() - t0 < 60
     assert not result.ok
     assert "did not finish within 3 s" in result.error and "--timeout" in result.error

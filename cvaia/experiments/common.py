@@ -33,6 +33,11 @@ from .. import paths
 HEADLINES_ENV = "CVAIA_HEADLINES_DIR"
 #: Environment variable fixing the number of CPU threads torch uses in a notebook.
 THREADS_ENV = "CVAIA_NUM_THREADS"
+#: Environment variables through which the workbook runner hands its machine probe
+#: (:func:`cvaia.bench.machine_probe`: seconds per training step of the quick joint model, and
+#: the step's pixels = batch × crop²) to the notebooks, for :func:`announce`.
+PROBE_ENV = "CVAIA_PROBE_S"
+PROBE_PIXELS_ENV = "CVAIA_PROBE_PIXELS"
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -114,6 +119,7 @@ def run_configs(configs: Sequence, executor=None) -> list:
     """
     from ..runs import TrainingDiverged, get_run
 
+    announce_configs(configs)
     if executor is not None:
         return executor.run_configs(list(configs), diverged="none")
     runs = []
@@ -123,6 +129,85 @@ def run_configs(configs: Sequence, executor=None) -> list:
         except TrainingDiverged:
             runs.append(None)
     return runs
+
+
+def probe_seconds() -> tuple[float, float] | None:
+    """``(seconds per probe step, pixels per probe step)`` from :data:`PROBE_ENV` /
+    :data:`PROBE_PIXELS_ENV` (set by ``python -m cvaia workbook``); None when not set."""
+    text = os.environ.get(PROBE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        value, pixels = float(text), float(os.environ.get(PROBE_PIXELS_ENV, "") or 8 * 64 * 64)
+    except ValueError:
+        raise ValueError(f"${PROBE_ENV} / ${PROBE_PIXELS_ENV}: expected numbers, got "
+                         f"{text!r} / {os.environ.get(PROBE_PIXELS_ENV)!r}") from None
+    if not (value > 0 and pixels > 0 and math.isfinite(value)):
+        raise ValueError(f"${PROBE_ENV}: expected a positive number of seconds, got {text!r}")
+    return value, pixels
+
+
+def estimate_seconds(est_steps: float, cost: float = 1.0, probe: tuple[float, float] | None = None) -> float | None:
+    """Estimated training time of ``est_steps`` steps that each cost ``cost`` probe steps:
+    ``est_steps × cost × probe seconds`` (None without a probe)."""
+    probe = probe if probe is not None else probe_seconds()
+    if probe is None:
+        return None
+    return float(est_steps) * float(cost) * probe[0]
+
+
+def announce(runs: int, est_steps: float, *, cost: float = 1.0, what: str = "",
+             probe: tuple[float, float] | None = None, log: Callable[[str], None] = print) -> float | None:
+    """Say what a cell is about to train and how long it should take; return the estimate (s).
+
+    ``runs`` runs of ``est_steps`` training steps in all, each step ``cost`` probe steps (the
+    probe is one step of the quick joint model; :func:`announce_configs` scales by pixels per
+    step). The estimate counts training steps only (validation and other models' extra work are
+    not in it) and uses the workbook's probe of this machine (:func:`probe_seconds`); without
+    one only the amounts are printed."""
+    probe = probe if probe is not None else probe_seconds()
+    est = estimate_seconds(est_steps, cost, probe)
+    head = f"training {runs} run(s){f' ({what})' if what else ''}: {est_steps:.0f} steps"
+    if est is None:
+        log(f"{head} (no machine probe: run through `python -m cvaia workbook` for a time estimate)")
+    else:
+        log(f"{head} ≈ {est_steps * cost:.0f} probe steps × {probe[0]:.2f} s ≈ {fmt_seconds(est)} "
+            f"(training steps only, from this machine's probe)")
+    return est
+
+
+def planned_steps(cfg) -> int:
+    """Training steps of ``cfg``: epochs × (training images // batch size)."""
+    n = int(cfg.max_train_images or 0)
+    if n <= 0:
+        rgb = Path(paths.resolve_dataset_root(cfg.dataset_root)) / "train" / "rgb"
+        n = len(os.listdir(rgb)) if rgb.is_dir() else 0
+    return int(cfg.num_epochs) * (n // max(int(cfg.batch_size), 1))
+
+
+def announce_configs(configs: Sequence, min_s: float = 60.0, log: Callable[[str], None] = print) -> float | None:
+    """:func:`announce` for the configs of ``configs`` not trained yet (finished runs load):
+    their steps, each costing (batch × crop²) / the probe's pixels. Quiet when nothing trains or
+    the estimate is under ``min_s``; without a probe the amounts are printed when anything trains."""
+    from ..config import Config
+    from ..runs import is_finished, run_dir_for
+
+    if not all(isinstance(c, Config) for c in configs):
+        return None  # get_run names the bad item
+    todo = [c for c in configs if not is_finished(run_dir_for(c))]
+    if not todo:
+        return None
+    probe = probe_seconds()
+    steps = [planned_steps(c) for c in todo]
+    pixels = probe[1] if probe is not None else 8 * 64 * 64
+    cost_steps = sum(s * c.batch_size * c.aug_input_crop_size ** 2 / pixels for s, c in zip(steps, todo))
+    total = sum(steps)
+    est = estimate_seconds(cost_steps, 1.0, probe)
+    if est is not None and est < min_s:
+        return est
+    names = sorted({c.name or c.model_name for c in todo})
+    return announce(len(todo), total, cost=cost_steps / max(total, 1), what=", ".join(names)[:80],
+                    probe=probe, log=log)
 
 
 def executor(name: str = "inprocess", options: Mapping[str, Any] | None = None):
