@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     module.configure(parser)
     args = parser.parse_args(rest)
     from .config import ConfigError
+    from .devices import out_of_memory
     from .errors import ConfigNotice
-    from .utils import out_of_memory
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", ConfigNotice)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .utils import synchronize
+from .devices import synchronize
 
 BYTES_FP32 = 4
 MIB = 2.0 ** 20

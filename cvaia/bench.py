@@ -185,9 +185,9 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
     """Train ``s.warmup + s.steps`` steps of one arm in this process; return its measurements."""
     import torch
 
+    from .devices import synchronize
     from .losses import MultiTaskLoss
     from .models import build_model
-    from .utils import synchronize
 
     device = resolve_device(s.device)
     cfg = bench_config(model_name, arm, s, device)

@@ -60,7 +60,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from . import paths, runs
 from .config import Config, ConfigError, make_config
-from .utils import temporary_environ
+from .environ import temporary_environ
 
 #: Names accepted by :func:`executor_from_name` (``inprocess`` gives None).
 EXECUTOR_NAMES = ("inprocess", "local", "slurm", "debug")

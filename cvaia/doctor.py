@@ -117,7 +117,7 @@ class DoctorReport:
                 "checks": [asdict(c) for c in self.checks]}
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        from .utils import atomic_write_json
+        from .files import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
         return Path(path)
@@ -147,7 +147,7 @@ class _Doctor:
     def __init__(self, s: DoctorSettings, work: Path, log: Callable[[str], None]):
         import torch
 
-        from .utils import select_device
+        from .devices import select_device
 
         self.s = s
         self.work = work
@@ -307,8 +307,8 @@ class _Doctor:
     def memory(self):
         import torch
 
+        from .devices import cuda_free_bytes
         from .runs import Run
-        from .utils import cuda_free_bytes
 
         total = torch.cuda.get_device_properties(self.device).total_memory / 2**20
         peaks = {m: Run(p).final.get("peak_mem_mb") for m, p in self.finished.items()}
@@ -343,7 +343,7 @@ class _Doctor:
     def power(self):
         import torch
 
-        from .utils import PowerMeter, _torch_uuid, nvml_handle
+        from .devices import PowerMeter, _torch_uuid, nvml_handle
 
         try:
             import pynvml
@@ -489,7 +489,7 @@ def default_report_path() -> Path:
 
 def json_dumps(report: DoctorReport) -> str:
     """The report as one JSON document (what ``--json`` prints)."""
-    from .utils import _clean_floats, _json_default
+    from .files import _clean_floats, _json_default
 
     return json.dumps(_clean_floats(report.to_dict()), indent=2, default=_json_default)
 

@@ -369,7 +369,7 @@ def pack_submission(pred_dir: str | os.PathLike, archive: str | os.PathLike) -> 
     Returns ``archive``."""
     import zipfile
 
-    from .utils import atomic_open
+    from .files import atomic_open
 
     pred_dir, archive = Path(pred_dir), Path(archive)
     tasks = [t for t in TASKS if _has_predictions(pred_dir / t)]

@@ -10,6 +10,7 @@ Parameters held directly by a model get a row each. Rows with no parameters are 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -57,3 +58,8 @@ def format_parameter_table(table: dict[str, int]) -> str:
     lines.append(f"{'total':<{width}}  {total:>12,}  {100.0 if total else 0.0:>5.1f}%")
     lines.append(f"{'':<{width}}  {total / 1e6:>11.2f}M")
     return "\n".join(lines)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return int(sum(p.numel() for p in model.parameters()))

@@ -118,7 +118,7 @@ def export_encoder(run, out: str | os.PathLike, command: str, data_meta: dict | 
     """
     import torch
 
-    from .utils import atomic_torch_save, atomic_write_json
+    from .files import atomic_torch_save, atomic_write_json
 
     out = Path(out)
     side = sidecar_path(out)

@@ -47,7 +47,7 @@ from typing import Any
 
 from . import __version__, paths
 from .config import Config, ConfigError
-from .utils import (
+from .files import (
     FileLock,
     atomic_link_or_copy,
     atomic_save_npy,

@@ -31,8 +31,8 @@ import numpy as np
 from . import paths
 from . import run_folder as rf
 from .config import Config, ConfigError, config_from_dict, make_config
+from .files import read_json
 from .run_folder import TrainingDiverged, is_finished, run_dir_for, run_name, store_dir
-from .utils import read_json
 
 __all__ = ["DEFAULT_RESULT_COLUMNS", "Run", "RunNotFoundError", "TrainingDiverged", "get_run", "is_finished",
            "list_runs", "load_run", "results_table", "run_dir_for", "run_name", "store_dir", "sweep"]

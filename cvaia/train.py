@@ -46,6 +46,7 @@ from . import run_folder as rf
 from .config import MIN_IMAGE_SIZE, Config, ConfigError, make_config
 from .data.miniscapes import check_image_size
 from .data.train_batches import choose_data_path, training_data
+from .devices import PowerMeter, cuda_peak_memory_mb, peak_rss_mb, select_device
 from .distributed import (
     DistInfo,
     all_reduce_max,
@@ -58,19 +59,11 @@ from .distributed import (
     sync_batchnorm,
     teardown_distributed,
 )
+from .files import sigint_deferred
 from .optim import build_optimizer, build_scheduler
+from .params import count_parameters
+from .rng import get_rng_state, seed_everything, set_rng_state
 from .run_folder import TrainingDiverged
-from .utils import (
-    PowerMeter,
-    count_parameters,
-    cuda_peak_memory_mb,
-    get_rng_state,
-    peak_rss_mb,
-    seed_everything,
-    select_device,
-    set_rng_state,
-    sigint_deferred,
-)
 from .visualize import Observer, TensorBoardLog
 
 __all__ = ["TrainResult", "TrainingDiverged", "autocast_dtype", "best_key", "selection_value", "train"]

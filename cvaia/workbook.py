@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import paths
-from .utils import temporary_environ
+from .environ import temporary_environ
 
 #: Folder of the course notebooks.
 NOTEBOOKS_DIR = paths.REPO_ROOT / "notebooks"

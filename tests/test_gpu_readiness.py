@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from cvaia import utils
+from cvaia import devices, rng
 
 
 # ---- 1. resuming a CUDA run: RNG states from a checkpoint mapped to the GPU ---------------------
@@ -55,7 +55,7 @@ def test_rng_states_mapped_to_the_gpu_are_restored(cuda_rng):
             self.state = t
 
     gens = cuda_rng((Recorder(), Recorder()))  # fake tensors have no values to set: record them
-    utils.set_rng_state({"cuda": on_gpu})
+    rng.set_rng_state({"cuda": on_gpu})
     assert all(isinstance(g.state, torch.ByteTensor) and g.state.shape == saved[0].shape for g in gens)
 
 
@@ -65,7 +65,7 @@ def test_rng_state_values_and_device_count(cuda_rng):
     before = torch.get_rng_state()
     torch.manual_seed(123)
     gens = cuda_rng()
-    utils.set_rng_state({"torch": before, "cuda": states})
+    rng.set_rng_state({"torch": before, "cuda": states})
     assert torch.equal(torch.get_rng_state(), before)
     assert all(torch.equal(g.get_state(), states[i]) for i, g in enumerate(gens))
 
@@ -123,7 +123,7 @@ def nvml(monkeypatch):
 
 
 def _watts(index: int) -> float:
-    read = utils._power_reader(torch.device("cuda", index))
+    read = devices._power_reader(torch.device("cuda", index))
     assert read is not None
     return read()
 
@@ -150,11 +150,11 @@ def test_torch_uuid_wins_over_the_index(nvml, monkeypatch):
 
 
 def test_power_reader_off_gpu_and_on_unknown_entries(nvml, monkeypatch):
-    assert utils._power_reader(torch.device("cpu")) is None
+    assert devices._power_reader(torch.device("cpu")) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-ffff")
-    assert utils._power_reader(torch.device("cuda", 0)) is None  # no such GPU: no reading, no crash
+    assert devices._power_reader(torch.device("cuda", 0)) is None  # no such GPU: no reading, no crash
     with pytest.raises(ValueError, match="not among CUDA_VISIBLE_DEVICES"):
-        utils.nvml_handle(nvml, 3)
+        devices.nvml_handle(nvml, 3)
 
 
 # ---- 5. free GPU memory counts PyTorch's own cache as free --------------------------------------
@@ -164,7 +164,7 @@ def test_cuda_free_bytes_counts_the_caching_allocator(monkeypatch):
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 30 * gib)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1 * gib)
     # An earlier run in this kernel left 29 GiB cached: free for us, not for the driver.
-    assert utils.cuda_free_bytes(torch.device("cuda", 0)) == 31 * gib
+    assert devices.cuda_free_bytes(torch.device("cuda", 0)) == 31 * gib
 
 
 def test_gpu_placement_uses_the_memory_this_process_can_allocate(monkeypatch):

@@ -21,7 +21,7 @@ import pytest
 import torch
 from helpers import tiny_config
 
-from cvaia import utils
+from cvaia import devices, files
 from cvaia.__main__ import main
 
 
@@ -34,17 +34,17 @@ def _dead_pid() -> int:
 
 def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     target = tmp_path / "last.pt"
-    dead = tmp_path / f".last.pt.{_dead_pid()}@{utils._host()}.abc123.tmp"
+    dead = tmp_path / f".last.pt.{_dead_pid()}@{files._host()}.abc123.tmp"
     dead.write_bytes(b"x" * 1000)  # what `kill -9` during torch.save leaves behind
-    alive = tmp_path / f".last.pt.{os.getpid()}@{utils._host()}.def456.tmp"
+    alive = tmp_path / f".last.pt.{os.getpid()}@{files._host()}.def456.tmp"
     alive.write_bytes(b"y")  # a writer that is still running: never touched
     other_host = tmp_path / f".last.pt.{_dead_pid()}@some-other-node.ghi789.tmp"
     other_host.write_bytes(b"z")  # a writer on another machine sharing the store: unknown, kept
     old_untagged = tmp_path / ".last.pt.qwerty.tmp"
     old_untagged.write_bytes(b"w")  # left by an older cvaia
-    past = time.time() - 2 * utils.UNTAGGED_TEMP_MAX_AGE_S
+    past = time.time() - 2 * files.UNTAGGED_TEMP_MAX_AGE_S
     os.utime(old_untagged, (past, past))
-    utils.atomic_torch_save({"w": torch.zeros(2)}, target)
+    files.atomic_torch_save({"w": torch.zeros(2)}, target)
     assert torch.load(target)["w"].shape == (2,)
     assert not dead.exists() and not old_untagged.exists()
     assert alive.exists() and other_host.exists()
@@ -54,16 +54,16 @@ def test_temp_file_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
 
 def test_a_killed_writer_leaves_a_temp_that_the_next_start_cleans(tmp_path):
     target = tmp_path / "big.pt"
-    code = ("import sys, os, torch\nfrom cvaia import utils\n"
+    code = ("import sys, os, torch\nfrom cvaia import files\n"
             "class Stop:\n"
             "    def __reduce__(self):\n"
             "        os.kill(os.getpid(), 9)\n"
-            f"utils.atomic_torch_save({{'a': torch.zeros(100000), 'b': Stop()}}, {str(target)!r})\n")
+            f"files.atomic_torch_save({{'a': torch.zeros(100000), 'b': Stop()}}, {str(target)!r})\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(temps) == 1 and not target.exists()  # killed mid-write: only the temp is there
-    utils.atomic_torch_save({"a": torch.ones(1)}, target)
+    files.atomic_torch_save({"a": torch.ones(1)}, target)
     assert [p.name for p in tmp_path.iterdir()] == ["big.pt"]
 
 
@@ -75,7 +75,7 @@ def test_failed_write_names_the_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(OSError, match="No space left") as err:
-        utils.atomic_torch_save({}, tmp_path / "c.pt")
+        files.atomic_torch_save({}, tmp_path / "c.pt")
     assert err.value.filename == str(tmp_path / "c.pt") and err.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []
 
@@ -92,7 +92,7 @@ def test_torch_short_write_on_a_full_disk_is_no_space_left(tmp_path, monkeypatch
     monkeypatch.setattr(torch, "save", cut_short)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 0))
     with pytest.raises(OSError, match="No space left on device") as err:
-        utils.atomic_torch_save({}, tmp_path / "last.pt")
+        files.atomic_torch_save({}, tmp_path / "last.pt")
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "last.pt")
     assert list(tmp_path.iterdir()) == []
 
@@ -100,9 +100,9 @@ def test_torch_short_write_on_a_full_disk_is_no_space_left(tmp_path, monkeypatch
 # ---- a process waiting on a run lock says so -----------------------------------------------------------
 def test_waiting_for_a_lock_says_for_whom(tmp_path):
     path = tmp_path / ".lock"
-    first = utils.FileLock(path).acquire()
+    first = files.FileLock(path).acquire()
     waits = []
-    second = utils.FileLock(path, on_wait=waits.append)
+    second = files.FileLock(path, on_wait=waits.append)
     t = threading.Thread(target=second.acquire)
     t.start()
     time.sleep(0.3)
@@ -111,7 +111,7 @@ def test_waiting_for_a_lock_says_for_whom(tmp_path):
     t.join(5)
     assert second.locked
     second.release()
-    third = utils.FileLock(path, on_wait=waits.append).acquire()  # free: no wait, no message
+    third = files.FileLock(path, on_wait=waits.append).acquire()  # free: no wait, no message
     assert len(waits) == 1
     third.release()
 
@@ -120,10 +120,10 @@ def test_waiting_for_a_lock_says_for_whom(tmp_path):
 def test_out_of_memory_is_recognised():
     cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
                        "you tried to allocate 123456789 bytes. Error code 12 (Cannot allocate memory)")
-    assert utils.out_of_memory(cpu) == "CPU memory"
-    assert utils.out_of_memory(MemoryError()) == "CPU memory"
-    assert utils.out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "GPU memory"
-    assert utils.out_of_memory(RuntimeError("shape mismatch")) is None
+    assert devices.out_of_memory(cpu) == "CPU memory"
+    assert devices.out_of_memory(MemoryError()) == "CPU memory"
+    assert devices.out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "GPU memory"
+    assert devices.out_of_memory(RuntimeError("shape mismatch")) is None
 
 
 @pytest.mark.parametrize("error,where", [
@@ -323,7 +323,7 @@ def test_read_only_store_serves_a_finished_run_without_a_lock(tiny_root, isolate
     def read_only(self):
         raise OSError(errno.EROFS, "Read-only file system", str(self.path))
 
-    monkeypatch.setattr(utils.FileLock, "acquire", read_only)
+    monkeypatch.setattr(files.FileLock, "acquire", read_only)
     assert train(cfg) == (run_dir, False)  # reading a finished run needs no lock file
     assert get_run(cfg).is_done and not (run_dir / rf.LOCK_FILE).exists()
     with pytest.raises(rf.RunStoreError, match="is not writable.*CVAIA_RUNS_DIR"):
@@ -370,7 +370,7 @@ def test_waiting_for_a_run_another_process_trains(tiny_root, isolated_dirs, caps
     cfg = tiny_cfg(tiny_root, seed=17, quiet=False)
     run_dir = rf.run_dir_for(cfg)
     run_dir.mkdir(parents=True)
-    holder = utils.FileLock(run_dir / rf.LOCK_FILE).acquire()
+    holder = files.FileLock(run_dir / rf.LOCK_FILE).acquire()
     result = {}
     t = threading.Thread(target=lambda: result.update(r=train(cfg, progress=False)))
     t.start()
@@ -502,7 +502,7 @@ def test_killed_or_interrupted_cli_run_resumes_to_the_same_result(sig, tiny_root
 def test_a_ctrl_c_waits_until_the_checkpoint_is_written(tmp_path):
     """SIGINT during a checkpoint write: the file is completed, then KeyboardInterrupt (torch
     would otherwise report the interrupted write as a short write, i.e. a disk problem)."""
-    from cvaia.utils import atomic_torch_save, sigint_deferred
+    from cvaia.files import atomic_torch_save, sigint_deferred
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # xdist workers ignore SIGINT
     try:

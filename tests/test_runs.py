@@ -16,6 +16,7 @@ import pytest
 from helpers import tiny_config
 
 from cvaia.config import ConfigError, make_config
+from cvaia.files import FileLock, atomic_write_json, atomic_write_text
 from cvaia.runs import (
     Run,
     RunNotFoundError,
@@ -26,7 +27,6 @@ from cvaia.runs import (
     run_dir_for,
     sweep,
 )
-from cvaia.utils import FileLock, atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -216,7 +216,7 @@ def test_optimizer_and_poly_schedule():
 
 
 def test_device_selection():
-    from cvaia.utils import select_device
+    from cvaia.devices import select_device
 
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type in ("cpu", "cuda", "mps")

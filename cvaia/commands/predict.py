@@ -34,11 +34,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..data.miniscapes import DatasetError
+    from ..devices import select_device
     from ..grader import GraderError, export_predictions
     from ..paths import resolve_dataset_root
     from ..run_folder import TrainingDiverged
     from ..runs import Run, RunNotFoundError
-    from ..utils import select_device
 
     if args.batch_size < 0:
         raise ConfigError(f"--batch_size: expected a positive integer, got {args.batch_size}")

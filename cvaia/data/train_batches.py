@@ -6,7 +6,7 @@ batches of one epoch from ``batches(epoch)``, reproducibly from the seed and the
 split the epoch over ``world_size`` processes (this process is ``rank``).
 
 Preloaded data on CUDA stays on the GPU when it takes less than a quarter of the memory this
-process can still allocate (:func:`cvaia.utils.cuda_free_bytes`: PyTorch's own cache counts as
+process can still allocate (:func:`cvaia.devices.cuda_free_bytes`: PyTorch's own cache counts as
 free); otherwise it stays in ordinary host memory and each batch travels through a pinned
 staging buffer (:class:`PinnedStaging`). Under DDP each process decodes and holds only its
 shard of the split (images ``rank, rank + world_size, ...``) and shuffles it every epoch.
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ConfigError
-from ..utils import cuda_free_bytes, worker_init_fn
+from ..devices import cuda_free_bytes
+from ..rng import worker_init_fn
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

@@ -350,7 +350,7 @@ def device_report(device: str = "auto") -> dict[str, Any]:
     import torch
     import torchvision
 
-    from ..utils import select_device
+    from ..devices import select_device
 
     dev = select_device(device)
     info: dict[str, Any] = {
@@ -382,7 +382,7 @@ def configure_threads(device: str = "auto", threads: int | None = None) -> int:
     """
     import torch
 
-    from ..utils import select_device
+    from ..devices import select_device
 
     if threads is None and os.environ.get(THREADS_ENV, "").strip():
         value = os.environ[THREADS_ENV].strip()

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..attention_cost import saved_tensor_bytes
-from ..utils import synchronize
+from ..devices import synchronize
 
 
 def benchmark_ms(fn: Callable[[], object], min_run_time: float = 0.2, warmup: int = 1,
@@ -95,10 +95,11 @@ def step_breakdown(cfg, steps: int = 6, warmup: int = 2, root: str | Path | None
     (forward, loss, backward, optimizer step), each closed by a device synchronisation.
     """
     from ..data.train_batches import choose_data_path, training_data
+    from ..devices import select_device
     from ..losses import MultiTaskLoss
     from ..models import build_model
     from ..optim import build_optimizer
-    from ..utils import seed_everything, select_device
+    from ..rng import seed_everything
 
     device = select_device(cfg.device)
     root = Path(root or cfg.dataset_root)

@@ -192,8 +192,8 @@ def grade(run, dataset_root: str | os.PathLike, split: str = "test", tta_flip: b
     Predictions and the score are kept in ``<run>/grader/<split>[_tta]-<data root name>/``; a
     finished grading (``score.json``) is read back instead of redone.
     """
+    from ..files import atomic_write_json, read_json
     from ..grader import export_predictions, score_predictions
-    from ..utils import atomic_write_json, read_json
 
     root = Path(dataset_root).resolve()
     out = run.path / "grader" / f"{split}{'_tta' if tta_flip else ''}-{root.name}"
@@ -217,7 +217,7 @@ def evaluate_run(run, dataset_root: str | os.PathLike, max_images: int, tta_flip
     (the same model and images always give the same numbers)."""
     from ..data.miniscapes import load_split_tensors
     from ..evaluate import evaluate
-    from ..utils import atomic_write_json, read_json
+    from ..files import atomic_write_json, read_json
 
     root = Path(dataset_root).resolve()
     out = run.path / "eval" / f"val{'_tta' if tta_flip else ''}-{max_images}-{root.name}.json"
