@@ -362,7 +362,7 @@ def machine_probe(steps: int = 5, warmup: int = 1, device: str = "cpu", max_s: f
     from .losses import MultiTaskLoss
     from .models import build_model
     from .optim import build_optimizer
-    from .utils import synchronize
+    from .devices import synchronize
 
     device = resolve_device(device)
     cfg = probe_config(device)
