@@ -45,11 +45,14 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from . import plots
+from .plots import base as plot_base
+from .plots import depth as plot_depth
 
 __all__ = ["STATIC_ENV", "static_mode", "live_frontend", "show", "overlay", "SampleBrowser",
            "TaskWeightExplorer", "BinsInspector"]
@@ -194,7 +197,7 @@ def overlay(rgb, ids, alpha: float = 0.5) -> np.ndarray:
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"overlay: alpha must be in [0, 1], got {alpha}")
     img = plots.rgb_to_uint8(rgb)[0]
-    lab = plots._as_ids(ids, "ids")[0]
+    lab = plot_base._as_ids(ids, "ids")[0]
     if lab.shape != img.shape[:2]:
         raise ValueError(f"overlay: label map {lab.shape} and image {img.shape[:2]} differ in size")
     colors = colorize(lab).astype(np.float32)
@@ -403,7 +406,7 @@ class SampleBrowser(_InteractiveFigure):
                                  f"expected 'semseg' and/or 'depth'")
             pred = {}
             for k, v in out.items():
-                a = plots._to_numpy(v, f"predictor {k}")
+                a = plot_base._to_numpy(v, f"predictor {k}")
                 a = a.reshape(a.shape[-2:]) if a.ndim > 2 and np.prod(a.shape[:-2]) == 1 else a
                 if a.shape != rgb.shape[:2]:
                     raise ValueError(f"SampleBrowser: predictor {k!r} has shape {a.shape}, expected "
@@ -469,11 +472,11 @@ class TaskWeightExplorer(_InteractiveFigure):
         for w in self.predictions:
             if not any(np.isclose(float(w), float(x)) for x in ws):
                 raise ValueError(f"TaskWeightExplorer: predictions for {weight}={w} but no such result")
-        depths = [plots._as_maps(p["depth"], "depth")[0] for p in self.predictions.values() if "depth" in p]
-        self._depth_norm = plots._depth_norm(depths) if depths else None
+        depths = [plot_base._as_maps(p["depth"], "depth")[0] for p in self.predictions.values() if "depth" in p]
+        self._depth_norm = plot_depth._depth_norm(depths) if depths else None
         if value is None:
             value = ws[len(ws) // 2]
-        self.slider = W.SelectionSlider(options=[(plots._fmt_value(w), w) for w in ws],
+        self.slider = W.SelectionSlider(options=[(plot_base._fmt_value(w), w) for w in ws],
                                         value=self._match(value), description=weight,
                                         continuous_update=False)
         self._build([self.slider])
@@ -512,9 +515,9 @@ class TaskWeightExplorer(_InteractiveFigure):
         pred = self._pred()
         keys = [k for k in ("rgb", "semseg", "depth") if pred is not None and k in pred]
         ncols = max(len(self.metrics), len(keys), 1)
-        with plots.matplotlib.rc_context(plots.STYLE):
-            fig = plots._NotebookFigure(figsize=(3.6 * ncols, 3.2 + (2.6 if keys else 0)),
-                                        layout="constrained")
+        with matplotlib.rc_context(plots.STYLE):
+            fig = plot_base._NotebookFigure(figsize=(3.6 * ncols, 3.2 + (2.6 if keys else 0)),
+                                            layout="constrained")
             gs = fig.add_gridspec(2 if keys else 1, ncols)
             w = self.results[self.weight].to_numpy(float)
             row = self.row()
@@ -532,16 +535,16 @@ class TaskWeightExplorer(_InteractiveFigure):
                 if k == "rgb":
                     ax.imshow(plots.rgb_to_uint8(pred["rgb"])[0])
                 elif k == "semseg":
-                    ax.imshow(colorize(plots._as_ids(pred["semseg"], "semseg")[0]))
+                    ax.imshow(colorize(plot_base._as_ids(pred["semseg"], "semseg")[0]))
                 else:
-                    im = plots._show_depth(ax, plots._as_maps(pred["depth"], "depth")[0],
-                                           self._depth_norm, plots.DEPTH_CMAP)
-                    plots._depth_colorbar(fig, im, ax, shrink=0.85)
+                    im = plot_depth._show_depth(ax, plot_base._as_maps(pred["depth"], "depth")[0],
+                                                self._depth_norm, plots.DEPTH_CMAP)
+                    plot_depth._depth_colorbar(fig, im, ax, shrink=0.85)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(titles[k])
             summary = ", ".join(f"{m} {float(row[m]):.2f}" for m in self.metrics)
-            fig.suptitle(f"{self.weight} = {plots._fmt_value(self.selected)}: {summary}"
+            fig.suptitle(f"{self.weight} = {plot_base._fmt_value(self.selected)}: {summary}"
                          + ("" if keys or not self.predictions else "  (no predictions stored)"))
         return fig
 
@@ -587,12 +590,12 @@ class BinsInspector(_InteractiveFigure):
         import ipywidgets as W
 
         self.rgb = plots.rgb_to_uint8(rgb)[0]
-        self.probs, self.bin_depths = plots._bins_inputs(bin_probs, bin_depths)
-        self.depth = plots._as_maps(depth, "depth")[0] if depth is not None else None
+        self.probs, self.bin_depths = plot_depth._bins_inputs(bin_probs, bin_depths)
+        self.depth = plot_base._as_maps(depth, "depth")[0] if depth is not None else None
         H, W_ = self.rgb.shape[:2]
         if self.depth is not None and self.depth.shape != (H, W_):
             raise ValueError(f"BinsInspector: depth {self.depth.shape} and rgb {(H, W_)} differ in size")
-        self.gt = plots._as_maps(gt, "gt")[0] if gt is not None else None
+        self.gt = plot_base._as_maps(gt, "gt")[0] if gt is not None else None
         if self.gt is not None and self.gt.shape != (H, W_):
             raise ValueError(f"BinsInspector: gt {self.gt.shape} and rgb {(H, W_)} differ in size")
         self.n_bins_shown = int(n_bins_shown)

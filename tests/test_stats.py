@@ -117,3 +117,13 @@ def test_detectable_effect_matches_noncentral_t_power():
 def test_non_finite_values_are_refused():
     with pytest.raises(ValueError, match="finite"):
         S.paired_difference([1.0, math.nan], [1.0, 2.0])
+
+
+def test_mean_sd_matches_numpy_and_single_value_is_nan():
+    vals = [41.2, 43.9, 40.1, 42.7]
+    mean, sd = S.mean_sd(vals)
+    assert mean == pytest.approx(np.mean(vals))
+    assert sd == pytest.approx(np.std(vals, ddof=1))
+    assert math.isnan(S.mean_sd([3.0])[1])
+    with pytest.raises(ValueError, match="mean_sd"):
+        S.mean_sd([])

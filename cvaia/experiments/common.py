@@ -242,14 +242,10 @@ HEADLINE_METRICS = {"miou": "miou", "silog": "si_log_rmse", "abs_rel": "abs_rel"
 def seed_mean_std(runs: Sequence) -> dict[str, tuple[float, float]]:
     """Per headline key of :data:`HEADLINE_METRICS`: the mean and the seed std (ddof 1; NaN for a
     single run) of that metric over the finished runs (a diverged seed, None, is left out)."""
-    import numpy as np
+    from .stats import mean_sd
 
     done = [r for r in runs if r is not None]
-    out = {}
-    for key, metric in HEADLINE_METRICS.items():
-        vals = [float(r.final[metric]) for r in done]
-        out[key] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan)
-    return out
+    return {key: mean_sd([float(r.final[metric]) for r in done]) for key, metric in HEADLINE_METRICS.items()}
 
 
 def noise_table(runs: Sequence, metrics: Sequence[str] = ("miou", "si_log_rmse")):

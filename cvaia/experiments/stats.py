@@ -75,6 +75,14 @@ def _floats(values: Iterable[float], what: str) -> np.ndarray:
     return arr
 
 
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) of ``values``; the std is NaN for one value."""
+    arr = _floats(values, "mean_sd")
+    if arr.size == 0:
+        raise ValueError("mean_sd: need at least one value")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else math.nan
+
+
 def t_quantile(df: float, level: float = LEVEL) -> float:
     """The two-sided critical value ``t_{(1+level)/2, df}``."""
     if not df > 0:
