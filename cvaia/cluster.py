@@ -160,7 +160,7 @@ class TrainJob(Checkpointable):
 
 # ---- submitting ---------------------------------------------------------------------------------
 def _store_environ() -> dict[str, str]:
-    return {"CVAIA_RUNS_DIR": str(paths.runs_dir()), "CVAIA_DATA_DIR": str(paths.data_dir())}
+    return paths.absolute_environ()
 
 
 def jobs_folder(cfg: Config | None = None) -> Path:
@@ -289,6 +289,17 @@ def _has_diverged(run_dir: Path) -> bool:
         return False
 
 
+def _on_resubmission(run_dir: Path) -> str:
+    """What submitting the sweep again does with the run in ``run_dir`` (for failure messages)."""
+    from . import run_folder as rf
+
+    if rf.has_diverged(run_dir):
+        return "diverged: recorded, not retrained when submitted again; --force retrains it"
+    if rf.checkpoint_path(run_dir, "last").is_file():
+        return "resumes from its last checkpoint when the sweep is submitted again"
+    return "no checkpoint yet: starts afresh when the sweep is submitted again"
+
+
 class SweepJobs:
     """A submitted sweep. ``configs``: one per grid point; ``jobs``: config hash → submitit job
     (one per distinct unfinished config); ``finished``: config hash → run folder of the runs
@@ -371,10 +382,10 @@ class SweepJobs:
         out = [runs.Run(by_key[k]) if by_key.get(k) is not None else None
                for k in (c.config_hash() for c in self.configs)]
         if failures:
-            lines = [f"{len(failures)} of {len(self.jobs)} sweep job(s) failed "
-                     f"(an unfinished run resumes when the sweep is submitted again):"]
+            lines = [f"{len(failures)} of {len(self.jobs)} sweep job(s) failed:"]
             for run_dir, msg in failures:
-                lines.append(f"- {run_dir.name}: {msg if len(msg) < 2000 else '...' + msg[-2000:]}")
+                lines.append(f"- {run_dir.name} ({_on_resubmission(run_dir)}): "
+                             f"{msg if len(msg) < 2000 else '...' + msg[-2000:]}")
             raise SweepError("\n".join(lines), failures, out)
         return out
 

@@ -250,8 +250,6 @@ class _Doctor:
             {"losses": losses}
 
     def resume(self):
-        import torch
-
         from .runs import Run
 
         class Stop(RuntimeError):
@@ -277,8 +275,8 @@ class _Doctor:
             raise CheckFailed(f"expected a resume at step {self.s.steps}, got {resumed}")
         if list(part.history.step) != list(full.history.step):
             raise CheckFailed(f"steps {list(part.history.step)} vs {list(full.history.step)}")
-        a = torch.load(full.path / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
-        b = torch.load(part.path / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)["model"]
+        a = full.load_checkpoint("last")["model"]
+        b = part.load_checkpoint("last")["model"]
         diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
         equal = diff == 0.0 and list(full.history.loss) == list(part.history.loss)
         data = {"max_weight_diff": diff, "bitwise_equal": equal, "final_loss": [full.final["train_loss"], part.final["train_loss"]]}

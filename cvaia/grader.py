@@ -84,6 +84,21 @@ def _png_size(path: Path) -> tuple[int, int]:
         raise GraderError(f"{path}: cannot read the image ({type(e).__name__}: {e})") from None
 
 
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is no regular file (a symlink to one counts as one), else None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a device node",
+             stat.S_ISBLK: "a device node", stat.S_ISDIR: "a folder"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
 def _check_prediction_files(pred_task_dir: Path, gt: MiniscapesSplit, task: str) -> None:
     """Every ground-truth index has ``<i>.png`` of the right size, and nothing else is there."""
     expected = {f"{i}.png" for i in range(len(gt))}
@@ -103,6 +118,13 @@ def _check_prediction_files(pred_task_dir: Path, gt: MiniscapesSplit, task: str)
     if problems:
         raise GraderError(f"{pred_task_dir}: expected exactly 0.png .. {len(gt) - 1}.png "
                           f"({len(gt)} images of {gt.dir}); " + "; ".join(problems))
+    odd = []
+    for i in range(len(gt)):
+        kind = _not_regular(pred_task_dir / f"{i}.png")
+        if kind:
+            odd.append(f"{i}.png ({kind})")
+    if odd:  # reading a FIFO would wait forever, a device node could be endless
+        raise GraderError(f"{pred_task_dir}: predictions must be regular files; refused {_listing(odd)}")
     wrong = []
     for i in range(len(gt)):
         want = _png_size(gt.path(i, task))
@@ -284,6 +306,65 @@ def _has_predictions(folder: Path) -> bool:
     return folder.is_dir() and any(not e.name.startswith(".") for e in os.scandir(folder))
 
 
+def _is_prediction_file(entry: os.DirEntry) -> bool:
+    return entry.name.endswith(".png") and entry.name[:-4].isdigit() and entry.is_file()
+
+
+#: The lock file inside a predictions folder while :func:`export_predictions` writes it.
+PREDICT_LOCK = ".predict.lock"
+#: Prefix of the temporary sibling folder (inside ``out_dir``) a prediction is written into.
+PARTIAL_PREFIX = ".partial-"
+
+
+def _refuse_data_set(out_dir: Path) -> None:
+    """Predictions never go into a data set (any miniscapes-format root or split): there,
+    ``semseg/`` and ``depth/`` are its ground truth."""
+    from .data.miniscapes import dataset_containing
+
+    inside = dataset_containing(out_dir)
+    if inside is None:
+        return
+    root, split = inside
+    where = f"the {split} split of the data set {root}" if split else f"the data set {root}"
+    raise GraderError(f"{out_dir}: is inside {where}, whose semseg/ and depth/ folders are ground truth; "
+                      f"predictions are never written there (with or without --overwrite): choose an --out "
+                      f"folder outside any data set")
+
+
+def _lock_out_dir(out_dir: Path):
+    """The lock of ``out_dir`` for one writer; a second one is refused at once, naming the first."""
+    from .files import FileLock
+
+    lock = FileLock(out_dir / PREDICT_LOCK, timeout=0)
+    try:
+        return lock.acquire()
+    except TimeoutError:
+        raise GraderError(f"{out_dir}: another predict ({lock.holder()}) is writing predictions into it now; "
+                          f"wait until it is done, or choose another --out folder") from None
+
+
+def _move_into_place(partial: Path, out_dir: Path, tasks: tuple[str, ...]) -> None:
+    """Put the complete task folders of ``partial`` into ``out_dir``: each replaces the old one
+    (files of the old folder that are no predictions move along); an old task folder the model
+    does not predict loses its prediction files (and goes when left empty), so no stale task stays."""
+    for t in TASKS:
+        old, new = out_dir / t, partial / t
+        if old.is_dir():
+            others = [e for e in os.scandir(old) if not _is_prediction_file(e)]
+            if t in tasks:
+                for e in others:
+                    os.replace(e.path, new / e.name)
+                os.replace(old, partial / f"replaced-{t}")
+            else:
+                for e in os.scandir(old):
+                    if _is_prediction_file(e):
+                        os.unlink(e.path)
+                if not others:
+                    old.rmdir()  # an empty task folder would be graded as "all files missing"
+        if t in tasks:
+            os.replace(new, old)
+
+
 def export_predictions(model, dataset_root: str | os.PathLike, split: str, out_dir: str | os.PathLike,
                        device="cpu", batch_size: int = 8, tta_flip: bool = False, progress: bool = False,
                        overwrite: bool = False) -> Path:
@@ -298,38 +379,56 @@ def export_predictions(model, dataset_root: str | os.PathLike, split: str, out_d
     training mode is restored afterwards).
 
     Writes ``out_dir/semseg/<i>.png`` (palette PNG) and ``out_dir/depth/<i>.png`` (disparity
-    codes, predictions clamped to 4..300 m). Refuses to write when ``out_dir/semseg`` or
-    ``out_dir/depth`` already hold files, unless ``overwrite=True`` — which first deletes the
-    ``<i>.png`` files of both folders (and removes a task folder left empty), so no stale task
-    is left behind. Returns ``out_dir``.
+    codes, predictions clamped to 4..300 m). An ``out_dir`` inside a data set (a split of any
+    miniscapes-format root, or the root) is refused, ``overwrite`` or not. Refuses to write when
+    ``out_dir/semseg`` or ``out_dir/depth`` already hold files, unless ``overwrite=True``. The
+    predictions are written into a temporary folder (``out_dir/.partial-<pid>``) and moved into
+    place once complete (:func:`_move_into_place`): a reader never sees a half-written or mixed
+    set. One writer at a time (``out_dir/.predict.lock``): a second ``export_predictions`` into
+    the same folder is refused at once. Returns ``out_dir``.
     """
+    import shutil
+
     tasks = tuple(getattr(model, "tasks", ()) or ())
     if not tasks or any(t not in TASKS for t in tasks):
         raise GraderError(f"export_predictions: model.tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
     if batch_size <= 0:
         raise GraderError(f"export_predictions: batch_size must be positive, got {batch_size}")
+    out_dir = Path(out_dir).expanduser().absolute()
+    _refuse_data_set(out_dir)
     data = MiniscapesSplit(dataset_root, split)
-    out_dir = Path(out_dir)
     blocker = next((p for p in [out_dir, *(out_dir / t for t in TASKS), *out_dir.parents]
                     if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise GraderError(f"{out_dir}: cannot hold the predictions: {blocker} is a file, not a folder; "
                           f"choose a folder (it is created if missing)")
-    existing = [out_dir / t for t in TASKS if _has_predictions(out_dir / t)]
-    if existing and not overwrite:
-        raise GraderError(f"{out_dir}: already holds predictions in {', '.join(p.name + '/' for p in existing)}; "
-                          "choose another folder or pass overwrite=True (--overwrite) to replace them")
-    for t in TASKS:
-        folder = out_dir / t
-        if overwrite and folder.is_dir():
-            for e in os.scandir(folder):
-                if e.name.endswith(".png") and e.name[:-4].isdigit() and e.is_file():
-                    os.unlink(e.path)
-            if t not in tasks and not any(folder.iterdir()):
-                folder.rmdir()  # an empty task folder would be graded as "all files missing"
-    for t in tasks:
-        (out_dir / t).mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_out_dir(out_dir)
+    try:
+        existing = [out_dir / t for t in TASKS if _has_predictions(out_dir / t)]
+        if existing and not overwrite:
+            raise GraderError(f"{out_dir}: already holds predictions in "
+                              f"{', '.join(p.name + '/' for p in existing)}; choose another folder or pass "
+                              "overwrite=True (--overwrite) to replace them")
+        for e in os.scandir(out_dir):  # left by a killed writer (we hold the lock: none is running)
+            if e.name.startswith(PARTIAL_PREFIX) and e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+        partial = out_dir / f"{PARTIAL_PREFIX}{os.getpid()}"
+        try:
+            for t in tasks:
+                (partial / t).mkdir(parents=True)
+            _write_predictions(model, data, split, partial, tasks, device, batch_size, tta_flip, progress)
+            _move_into_place(partial, out_dir, tasks)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    finally:
+        lock.release()
+    return out_dir
 
+
+def _write_predictions(model, data: MiniscapesSplit, split: str, out_dir: Path, tasks, device, batch_size: int,
+                       tta_flip: bool, progress: bool) -> None:
+    """The prediction files of every image of ``data`` into ``out_dir/<task>/``."""
     device = torch.device(device)
     was_training = model.training
     model.to(device).eval()
@@ -360,7 +459,6 @@ def export_predictions(model, dataset_root: str | os.PathLike, split: str, out_d
                     start = end
     finally:
         model.train(was_training)
-    return out_dir
 
 
 def pack_submission(pred_dir: str | os.PathLike, archive: str | os.PathLike) -> Path:

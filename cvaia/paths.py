@@ -6,6 +6,11 @@ never touch a user's own runs or figures:
 - ``CVAIA_DATA_DIR``    default ``<repo>/data``
 - ``CVAIA_RUNS_DIR``    default ``<repo>/runs``
 - ``CVAIA_FIGURES_DIR`` default ``<repo>/figures``
+
+A relative value is resolved against the current directory of the process that reads it;
+processes cvaia starts (notebook kernels, which run in ``notebooks/``; cluster jobs) get the
+absolute folders the starting process resolved (:func:`absolute_environ`), so every one of
+them reads and writes the same place.
 """
 
 from __future__ import annotations
@@ -40,6 +45,18 @@ def runs_dir() -> Path:
 def figures_dir() -> Path:
     """Folder where exported figures go (``CVAIA_FIGURES_DIR`` or ``<repo>/figures``)."""
     return _env_dir("CVAIA_FIGURES_DIR", REPO_ROOT / "figures")
+
+
+#: The environment variables of the locations.
+LOCATION_VARIABLES = ("CVAIA_DATA_DIR", "CVAIA_RUNS_DIR", "CVAIA_FIGURES_DIR")
+
+
+def absolute_environ() -> dict[str, str]:
+    """``{variable: absolute folder}`` for :data:`LOCATION_VARIABLES`, resolved here and now
+    (against this process's current directory): what a child process is handed so that a
+    relative ``CVAIA_RUNS_DIR=runs`` means the same folder there, whatever its directory."""
+    return {"CVAIA_DATA_DIR": str(data_dir()), "CVAIA_RUNS_DIR": str(runs_dir()),
+            "CVAIA_FIGURES_DIR": str(figures_dir())}
 
 
 def synthetic_root() -> Path:

@@ -25,9 +25,11 @@ def seed_everything(seed: int) -> None:
 
 def get_rng_state() -> dict[str, Any]:
     """The global random states (python, numpy, torch CPU, torch CUDA) for a checkpoint."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": random.getstate(),  # a tuple of ints
+        # plain values only (no ndarray): a checkpoint loads with torch.load(weights_only=True)
+        "numpy": (str(kind), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -52,8 +54,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """
     if "python" in state:
         random.setstate(state["python"])
-    if "numpy" in state:
-        np.random.set_state(state["numpy"])
+    if "numpy" in state:  # (kind, keys, pos, has_gauss, cached); keys a tensor, or an ndarray (older checkpoints)
+        kind, keys, *rest = state["numpy"]
+        keys = keys.cpu().numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)
+        np.random.set_state((kind, keys.astype(np.uint32), *rest))
     if "torch" in state:
         torch.set_rng_state(_byte_state(state["torch"]))
     saved = list(state.get("cuda") or ())

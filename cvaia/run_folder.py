@@ -18,7 +18,10 @@ Contents of a run folder (every file written atomically)::
     confusion.npy       19×19 confusion matrix of the best epoch (rows = ground truth)
     checkpoints/last.pt {"model", "optimizer", "scheduler", "loss", "scaler", "epoch", "step",
     checkpoints/best.pt  "rng", "config", "best_value", "best_epoch"}; once the run is finished
-                        the resume-only entries (optimizer, scheduler, scaler, rng) are dropped
+                        the resume-only entries (optimizer, scheduler, scaler, rng, rng_ranks) are
+                        dropped. Tensors and plain values only (the RNG states too): every
+                        checkpoint is read by :func:`cvaia.checkpoints.load_checkpoint_file`
+                        (``weights_only``), which refuses anything else
     tb/                 TensorBoard event files
     done.json           {"final": {...}, "best": {...}, "summary": {...}} — the run is finished
     diverged.json       {"message", "step"} — training stopped on a NaN/inf loss (asking for the
@@ -46,6 +49,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, paths
+from .checkpoints import (
+    CheckpointError,
+    CorruptCheckpointError,
+    load_checkpoint_file,
+)
 from .config import Config, ConfigError
 from .files import (
     FileLock,
@@ -75,7 +83,7 @@ SUBMISSION_FILE = "submission.zip"
 OLD_INFIX = ".old-"
 
 #: Checkpoint entries only a resume needs; a finished run's checkpoints drop them.
-SLIM_DROPPED = ("optimizer", "scheduler", "scaler", "rng")
+SLIM_DROPPED = ("optimizer", "scheduler", "scaler", "rng", "rng_ranks")
 
 #: Columns of epochs.csv.
 EPOCH_COLUMNS = [
@@ -174,9 +182,38 @@ def store_dir(cfg: Config | None = None) -> Path:
     return paths.runs_dir()
 
 
+#: Bytes a folder name keeps free for the suffix of a folder set aside (``.old-<timestamp>-<k>``).
+SET_ASIDE_ROOM = 32
+
+
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (bytes) the file system of ``folder`` (or its nearest existing
+    parent) allows; 255 where it does not say."""
+    for p in [Path(folder), *Path(folder).parents]:
+        if p.is_dir():
+            try:
+                return int(os.pathconf(p, "PC_NAME_MAX"))
+            except (OSError, ValueError, AttributeError):
+                break
+    return 255
+
+
 def run_name(cfg: Config) -> str:
-    """Folder name of the run of ``cfg``: ``<run_label>-<config_hash>``."""
-    return f"{cfg.run_label()}-{cfg.config_hash()}"
+    """Folder name of the run of ``cfg``: ``<run_label>-<config_hash>``.
+
+    A label too long for the store's file system (a long ``--name``; the limit is
+    :func:`name_max`, less :data:`SET_ASIDE_ROOM`) is cut and marked with a digest of the whole
+    label: ``<start of label>~<8 hex>-<config_hash>``; the config hash is always kept whole.
+    """
+    import hashlib
+
+    label, tail = cfg.run_label(), f"-{cfg.config_hash()}"
+    limit = name_max(store_dir(cfg)) - SET_ASIDE_ROOM
+    if len((label + tail).encode()) <= limit:
+        return label + tail
+    mark = f"~{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+    keep = max(0, limit - len((mark + tail).encode()))
+    return label.encode()[:keep].decode("utf-8", "ignore") + mark + tail
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -262,6 +299,68 @@ def read_logs(run_dir: Path, step: int, epoch: int) -> tuple[list[dict], list[di
     return step_rows, epoch_rows, epoch_metrics
 
 
+class RunConfigError(ValueError):
+    """A run folder's ``config.json`` is not valid JSON or does not describe a config (an edit
+    by hand, a broken copy); the message names the file and the key."""
+
+
+def read_run_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run folder's ``config.json`` as a dict (:class:`RunConfigError` naming the file
+    when it is not valid JSON or not an object with a ``config`` object)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        meta = read_json(path)
+    except ValueError as exc:
+        raise RunConfigError(f"{exc}; a run folder's {CONFIG_FILE} is written by cvaia: restore it from the "
+                             f"run's source, or retrain the run") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise RunConfigError(f"{path}: expected a JSON object with a 'config' object (the run's config), got "
+                             f"{'no key config' if isinstance(meta, dict) else type(meta).__name__}")
+    return meta
+
+
+def read_run_config(run_dir: str | os.PathLike, meta: dict[str, Any] | None = None) -> Config:
+    """The :class:`Config` of the run in ``run_dir`` (from ``meta``, its ``config.json``, when given).
+
+    Every problem names the file and the key: a key that is no config field, a value of the
+    wrong type or out of range (:class:`RunConfigError`). Keys that are missing (a folder of an
+    earlier version, or an edit) take their defaults, said once with a
+    :class:`~cvaia.errors.ConfigNotice` naming them.
+    """
+    import dataclasses
+    import warnings
+
+    from .config import make_config
+    from .errors import ConfigNotice
+
+    path = Path(run_dir) / CONFIG_FILE
+    values = (meta if meta is not None else read_run_meta(run_dir))["config"]
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise RunConfigError(f"{path}: key config.{unknown[0]} is not a config field"
+                             + (f" (nor {', '.join(unknown[1:])})" if unknown[1:] else "")
+                             + "; an edit by hand, or a run of another cvaia version: remove it")
+    try:
+        cfg = make_config(None, **values)
+    except (ConfigError, TypeError, ValueError) as exc:
+        culprit = None
+        for key, value in values.items():  # which key: each one alone on the defaults
+            try:
+                make_config(None, **{key: value})
+            except (ConfigError, TypeError, ValueError):
+                culprit = key
+                break
+        where = f"key config.{culprit} = {values[culprit]!r}" if culprit else "its config"
+        raise RunConfigError(f"{path}: {where} is not valid ({exc})") from None
+    missing = sorted(fields - set(values))
+    if missing:
+        warnings.warn(f"{path}: config key(s) {', '.join(missing)} missing; taken as their defaults "
+                      f"({', '.join(f'{k}={getattr(cfg, k)!r}' for k in missing[:4])}"
+                      f"{', ...' if len(missing) > 4 else ''})", ConfigNotice, stacklevel=2)
+    return cfg
+
+
 # ---- writing ---------------------------------------------------------------------------------
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     """``rows`` as CSV with ``columns`` (None as an empty cell), atomically."""
@@ -288,18 +387,21 @@ def dataset_meta(root: Path) -> dict | None:
 dataset_identity = dataset_meta
 
 
-def data_mismatch(run_dir: str | os.PathLike, root: Path) -> str | None:
+def data_mismatch(run_dir: str | os.PathLike, root: Path, verify: bool = False) -> str | None:
     """Why the run in ``run_dir`` was trained on other data than ``root`` holds now (None: same).
 
     Compares the ``dataset_identity`` recorded in ``config.json`` (for runs of older versions:
-    their ``dataset_meta``) with the data now; a run that recorded neither is taken as is.
+    their ``dataset_meta``) with the data now: the names, sizes and modification times of every
+    file; ``verify`` (``--verify_data``) also their contents (reads the whole set). A run that
+    recorded neither is taken as is.
     """
     from .data.miniscapes import data_identity, identity_difference
 
     meta = read_optional_json(Path(run_dir) / CONFIG_FILE, {})
     then = meta.get("dataset_identity")
     if then is not None:
-        diff = identity_difference(then, data_identity(root))
+        content = verify and bool(then.get("content_sha256"))
+        diff = identity_difference(then, data_identity(root, content=content))
     elif meta.get("dataset_meta") is not None:
         now = dataset_meta(root)
         diff = None if now == meta["dataset_meta"] else "its meta.json differs (the set was regenerated)"
@@ -334,7 +436,7 @@ def run_metadata(cfg: Config, root: Path, device, world_size: int, data_path: st
         "run_label": cfg.run_label(),
         "dataset_root": str(root),
         "dataset_meta": dataset_meta(root),
-        "dataset_identity": data_identity(root),
+        "dataset_identity": data_identity(root, content=True),  # content: what --verify_data checks later
         "encoder_weights": weights_record(cfg),
         "effective_batch_size": cfg.batch_size * cfg.accumulate_grad_batches * world_size,
         "versions": {"cvaia": __version__, "torch": torch.__version__,
@@ -463,13 +565,12 @@ def slim_checkpoints(run_dir: Path) -> None:
     stay affordable on a laptop. Each file is replaced atomically; best.pt and last.pt stay
     one file when they were.
     """
-    import torch
 
     best, last = checkpoint_path(run_dir, "best"), checkpoint_path(run_dir, "last")
     linked = best.is_file() and last.is_file() and os.path.samefile(best, last)
     for path in ([best] if linked else [best, last]):
         if path.is_file():
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = load_checkpoint_file(path)
             slim = {k: v for k, v in ckpt.items() if k not in SLIM_DROPPED}
             atomic_torch_save({**slim, "slim": True}, path)
     if linked:
@@ -496,7 +597,8 @@ def move_aside(path: Path) -> Path:
 
 
 def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: FileLock,
-            log: Callable[[str], None], data_root: Path | None = None) -> tuple[str, FileLock]:
+            log: Callable[[str], None], data_root: Path | None = None,
+            verify_data: bool = False) -> tuple[str, FileLock]:
     """Decide (under the lock ``held``) what to do: ``done``, ``diverged``, ``resume`` or ``fresh``.
 
     Moves an old folder aside when ``force`` (finished or diverged run), when ``resume`` is
@@ -510,7 +612,7 @@ def prepare(run_dir: Path, config_hash: str, resume: bool, force: bool, held: Fi
         if stored is not None and stored != config_hash:
             raise ConfigError(f"{run_dir}: holds a run of another configuration (hash {stored}, "
                               f"this one {config_hash}); choose another folder")
-        changed = data_mismatch(run_dir, data_root) if data_root is not None else None
+        changed = data_mismatch(run_dir, data_root, verify_data) if data_root is not None else None
         if changed and not force:
             log(f"{run_dir.name}: {changed}; retraining it")
             force = True
@@ -564,7 +666,6 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
     ``(decision, record)``: ``"resume"`` and what was adopted (None when nothing was), for
     :func:`record_adoption`.
     """
-    import torch
 
     from .config import make_config
 
@@ -574,9 +675,9 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
         raise ConfigError(f"--resume {source}: no checkpoint there (expected a .pt file, or a run folder with "
                           f"{CHECKPOINT_DIR}/last.pt)")
     try:
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ConfigError(f"--resume {source}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        ckpt = load_checkpoint_file(src)
+    except CheckpointError as exc:
+        raise ConfigError(f"--resume {source}: {exc}") from None
     missing = [k for k in RESUME_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(RESUME_KEYS)
     if missing:
         why = "a finished run keeps only its weights" if isinstance(ckpt, dict) and ckpt.get("slim") else \
@@ -597,7 +698,11 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
     if own.is_file() and os.path.samefile(own, src):
         return "resume", None
     if decision == "resume":
-        own_step = torch.load(own, map_location="cpu", weights_only=False).get("step", -1)
+        try:
+            own_step = load_checkpoint_file(own).get("step", -1)
+        except CheckpointError as exc:  # the run's own last.pt is broken: the given one replaces it
+            log(f"--resume {source}: the run's own checkpoint is unusable ({exc}); using the given one")
+            own_step = -1
         if own_step >= int(ckpt["step"]):
             log(f"--resume {source}: the run's own checkpoint {own} is as far or further (step {own_step} >= "
                 f"{ckpt['step']}); resuming from that one")
@@ -618,6 +723,39 @@ def adopt_checkpoint(source: str | os.PathLike, run_dir: Path, cfg: Config, deci
                       "time": _now()}
 
 
+#: What to do when no checkpoint of an unfinished run can be resumed from.
+RESTART_HINT = "--restart (restart=True) starts the run afresh, the old folder kept as <dir>.old-<timestamp>"
+
+
+def resume_checkpoint(run_dir: str | os.PathLike, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """``(path, checkpoint)`` to resume the unfinished run in ``run_dir`` from: ``last.pt``, or,
+    when that one is truncated or corrupt (a killed copy, a full disk), the newest intact
+    resumable checkpoint (``best.pt``, an earlier epoch) — said through ``log``; the broken
+    ``last.pt`` is replaced by the next epoch's checkpoint.
+
+    Raises :class:`CorruptCheckpointError` naming the file and the remedy (:data:`RESTART_HINT`)
+    when there is none, and :class:`UnsafeCheckpointError` for a file that holds other objects
+    than tensors (never loaded, never skipped silently).
+    """
+    last, best = checkpoint_path(run_dir, "last"), checkpoint_path(run_dir, "best")
+    try:
+        return last, load_checkpoint_file(last)
+    except CorruptCheckpointError as exc:
+        broken = exc
+    candidates = [best] if best.is_file() and not (last.is_file() and os.path.samefile(best, last)) else []
+    for path in candidates:
+        try:
+            ckpt = load_checkpoint_file(path)
+        except CorruptCheckpointError:
+            continue
+        if isinstance(ckpt, dict) and all(k in ckpt for k in RESUME_KEYS):
+            log(f"{broken}; resuming from the newest intact checkpoint {path} (epoch {ckpt['epoch']}, step "
+                f"{ckpt['step']}) instead")
+            return path, ckpt
+    raise CorruptCheckpointError(last, f"{broken.reason}, and no other intact checkpoint of the run to resume "
+                                       f"from; {RESTART_HINT}") from None
+
+
 def record_adoption(run_dir: Path, record: dict) -> None:
     """Append a ``resumed_from`` entry (the checkpoint given to ``--resume PATH``) to ``config.json``."""
     meta = read_json(Path(run_dir) / CONFIG_FILE)
@@ -635,7 +773,6 @@ def load_model(run_dir: str | os.PathLike, which: str = "best", device="cpu"):
     """
     import torch
 
-    from .config import config_from_dict
     from .models import build_model
 
     run_dir = Path(run_dir)
@@ -645,15 +782,23 @@ def load_model(run_dir: str | os.PathLike, which: str = "best", device="cpu"):
                                f"model to load or predict with: retrain it with force=True / --force (e.g. with a "
                                f"lower --optimizer_lr)", step=info.get("step"))
     path = checkpoint_path(run_dir, which)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CorruptCheckpointError(path, "not a cvaia checkpoint (no 'model' state dict)")
     bad = non_finite_tensors(ckpt["model"])
     if bad:
         raise TrainingDiverged(f"{path}: {len(bad)} weight tensor(s) hold NaN/inf (e.g. {bad[0]}): the run "
                                f"diverged; retrain it with force=True / --force")
-    cfg = config_from_dict(read_json(run_dir / CONFIG_FILE)["config"])
+    cfg = read_run_config(run_dir)
     # The weights come from the checkpoint: never fetch or read pretrained ones here.
     model = build_model(cfg.replace(pretrained="random"))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptCheckpointError(path, f"its weights do not fit the model {cfg.model_name!r} that "
+                                           f"{run_dir / CONFIG_FILE} describes ({first[:200]}); was config.json "
+                                           f"edited, or the checkpoint copied from another run?") from None
     return model.to(torch.device(device)).eval()
 
 
@@ -662,12 +807,11 @@ def prepare_submission(run_dir: str | os.PathLike, device="cpu", batch_size: int
     """The course grader's archive ``<run>/submission.zip``: predictions of the best checkpoint
     for ``split`` of the run's data set, written to ``<run>/submission/`` (rewritten each time)
     and packed by :func:`cvaia.grader.pack_submission`."""
-    from .config import config_from_dict
     from .grader import export_predictions, pack_submission
 
     run_dir = Path(run_dir)
-    meta = read_json(run_dir / CONFIG_FILE)
-    cfg = config_from_dict(meta["config"])
+    meta = read_run_meta(run_dir)
+    cfg = read_run_config(run_dir, meta)
     out = run_dir / SUBMISSION_DIR
     export_predictions(load_model(run_dir, "best", device), meta["dataset_root"], split, out, device=device,
                        batch_size=batch_size or cfg.batch_size_validation, progress=progress, overwrite=True)

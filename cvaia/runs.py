@@ -30,7 +30,7 @@ import numpy as np
 
 from . import paths
 from . import run_folder as rf
-from .config import Config, ConfigError, config_from_dict, make_config
+from .config import Config, ConfigError, make_config
 from .files import read_json
 from .run_folder import TrainingDiverged, is_finished, run_dir_for, run_name, store_dir
 
@@ -72,17 +72,14 @@ class Run:
     def meta(self) -> dict[str, Any]:
         """The whole ``config.json`` (config, dataset root and identity, versions, device)."""
         if self._meta is None:
-            self._meta = read_json(self.path / rf.CONFIG_FILE)
+            self._meta = rf.read_run_meta(self.path)
         return self._meta
 
     @property
     def config(self) -> Config:
         """The run's :class:`~cvaia.config.Config`."""
         if self._config is None:
-            try:
-                self._config = config_from_dict(self.meta["config"])
-            except (KeyError, ConfigError) as exc:
-                raise RunNotFoundError(f"{self.path / rf.CONFIG_FILE}: cannot rebuild the config ({exc})") from None
+            self._config = rf.read_run_config(self.path, self.meta)
         return self._config
 
     @property
@@ -158,12 +155,10 @@ class Run:
 
     def load_checkpoint(self, which: str = "best", device="cpu") -> dict[str, Any]:
         """The raw checkpoint dict (see the module docstring)."""
-        import torch
-
         path = self.checkpoint_path(which)
         if not path.is_file():
             raise RunNotFoundError(f"{path}: checkpoint not found (has the run finished an epoch?)")
-        return torch.load(path, map_location=device, weights_only=False)
+        return rf.load_checkpoint_file(path, map_location=device)
 
     def load_model(self, which: str = "best", device="cpu"):
         """The trained model from checkpoint ``which`` ("best" or "last"), in eval mode.
@@ -226,13 +221,13 @@ def _check_dataset(run: Run, cfg: Config) -> None:
                       f"(set --dataset_root explicitly, or force=True to retrain)", stacklevel=3)
 
 
-def _data_changed(path: Path, cfg: Config) -> str | None:
+def _data_changed(path: Path, cfg: Config, verify_data: bool = False) -> str | None:
     """Why the finished run in ``path`` does not fit the data ``cfg`` names now (None: it does)."""
-    return rf.data_mismatch(path, paths.resolve_dataset_root(cfg.dataset_root))
+    return rf.data_mismatch(path, paths.resolve_dataset_root(cfg.dataset_root), verify_data)
 
 
 def get_run(cfg: Config, train: bool = True, force: bool = False,
-            progress: bool | Callable[[dict], None] | None = None) -> Run:
+            progress: bool | Callable[[dict], None] | None = None, verify_data: bool = False) -> Run:
     """The run of ``cfg``: loaded when finished, otherwise trained (or resumed) first.
 
     - ``train=False``: never train; return the run folder if it exists (finished or not),
@@ -241,7 +236,9 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
       ``<dir>.old-<timestamp>`` (never deleted).
     - A run trained on other data than the data set now holds (its recorded identity,
       :func:`cvaia.data.miniscapes.data_identity`, differs) is not served: it is retrained (the
-      old folder moved aside); with ``train=False`` :class:`RunNotFoundError` says why.
+      old folder moved aside); with ``train=False`` :class:`RunNotFoundError` says why. The
+      identity sees every file's name, size and modification time; ``verify_data=True`` also
+      compares the files' contents with the hash recorded at training (reads the whole set).
     - A run whose loss became NaN/inf raised :class:`~cvaia.run_folder.TrainingDiverged`; that is
       recorded (``diverged.json``) and asking again raises it at once, without retraining.
     - ``progress``: None → progress bars unless ``cfg.quiet``; False/True → off/on; a callable
@@ -254,7 +251,7 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
         raise TypeError(f"get_run: expected a cvaia.config.Config, got {type(cfg).__name__}")
     cfg = make_config(cfg)
     path = run_dir_for(cfg)
-    changed = _data_changed(path, cfg) if rf.is_run_folder(path) else None
+    changed = _data_changed(path, cfg, verify_data) if rf.is_run_folder(path) else None
     if not force and is_finished(path) and changed is None:
         run = Run(path)
         _check_dataset(run, cfg)
@@ -270,35 +267,58 @@ def get_run(cfg: Config, train: bool = True, force: bool = False,
         raise RunNotFoundError(f"no finished run for this configuration at {path} (call with train=True)")
     from . import train as training  # torch and the trainer load only when something trains
 
-    result = training.train(cfg, run_dir=path, resume=True, force=force, progress=progress)
+    result = training.train(cfg, run_dir=path, resume=True, force=force, progress=progress,
+                            verify_data=verify_data)
     return Run(result.run_dir, trained_now=result.trained)
 
 
+def grid_configs(base_cfg: Config, grid: Mapping[str, Sequence[Any]] | None) -> list[Config]:
+    """One config per point of the cartesian product of ``grid`` (field → values), the last
+    field varying fastest; every value validated (:func:`~cvaia.config.make_config`)."""
+    names = list(grid or {})  # no axes: one config, the base
+    for name in names:
+        values = grid[name]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ConfigError(f"sweep: grid[{name!r}] must be a list of values, got {values!r}")
+    return [base_cfg.replace(**dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*(list(grid[n]) for n in names))]
+
+
 def sweep(base_cfg: Config, grid: Mapping[str, Sequence[Any]], train: bool = True, force: bool = False,
-          progress: bool | Callable[[dict], None] | None = None, executor: Any = None) -> list[Run]:
+          progress: bool | Callable[[dict], None] | None = None, executor: Any = None,
+          diverged: str = "raise") -> list[Run]:
     """One run per point of the cartesian product of ``grid`` (field → values), via :func:`get_run`.
 
     Fields vary in the order given, the last one fastest. Every value is validated (with
-    :func:`~cvaia.config.make_config`) before anything trains.
+    :func:`~cvaia.config.make_config`) before anything trains (:func:`grid_configs`).
+
+    ``diverged``: ``"raise"`` — a config whose training diverges (or diverged before) raises
+    :class:`TrainingDiverged`; ``"none"`` — it is None in the list and the others go on.
 
     ``executor``: None trains here, one config after another. An executor built by
     :mod:`cvaia.cluster` (``cluster.executor_from_name("slurm" | "local", ...)``) runs each
     distinct config as its own submitit job instead (``progress`` is then unused) and returns
     the Runs once they finished, or a ``cluster.SweepJobs`` when it was built with ``wait=False``.
     """
-    names = list(grid or {})  # no axes: one config, the base
-    for name in names:
-        values = grid[name]
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ConfigError(f"sweep: grid[{name!r}] must be a list of values, got {values!r}")
-    configs = [base_cfg.replace(**dict(zip(names, combo, strict=True)))
-               for combo in itertools.product(*(list(grid[n]) for n in names))]
+    if diverged not in ("raise", "none"):
+        raise ValueError(f"sweep: diverged must be 'raise' or 'none', got {diverged!r}")
+    configs = grid_configs(base_cfg, grid)
     if executor is not None:
         if not callable(getattr(executor, "run_configs", None)):
             raise TypeError(f"sweep: executor must come from cvaia.cluster.executor_from_name(...) "
                             f"(an object with run_configs), got {type(executor).__name__}")
-        return executor.run_configs(configs, train=train, force=force)
-    return [get_run(c, train=train, force=force, progress=progress) for c in configs]
+        if diverged == "raise":
+            return executor.run_configs(configs, train=train, force=force)
+        return executor.run_configs(configs, train=train, force=force, diverged=diverged)
+    out: list[Run | None] = []
+    for c in configs:
+        try:
+            out.append(get_run(c, train=train, force=force, progress=progress))
+        except TrainingDiverged:
+            if diverged == "raise":
+                raise
+            out.append(None)
+    return out
 
 
 def _hashable(v):
@@ -308,11 +328,28 @@ def _hashable(v):
 def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
     """A DataFrame with one row per run: ``run`` (folder name), the config fields that differ
     between the runs, then ``columns`` (default: miou, si_log_rmse, score, train_time_s,
-    images_per_s, peak_mem_mb, params) taken from :attr:`Run.final` or the config.
+    images_per_s, peak_mem_mb, params) taken from :attr:`Run.final` or the config. When some
+    run is not finished, a ``status`` column says which (``done``, ``diverged at step N``,
+    ``unfinished``) and its metrics are NaN.
+
+    A run whose folder cannot be read (a hand-edited ``config.json``, broken JSON) is left out
+    with a warning naming it and why; the table lists the others.
     """
     import pandas as pd
 
-    runs = list(runs)
+    readable, bad = [], []
+    for r in runs:
+        try:
+            r.config.hash_dict()
+            r.final  # noqa: B018 - done.json must be readable too
+        except (rf.RunConfigError, ValueError, OSError) as exc:
+            bad.append(f"{r.path}: {exc}")
+        else:
+            readable.append(r)
+    if bad:
+        warnings.warn(f"results_table: left out {len(bad)} unreadable run folder(s): " + " | ".join(bad),
+                      stacklevel=2)
+    runs = readable
     cfgs = [r.config.hash_dict() for r in runs]
     varied = []
     # the union of the keys: some appear only in some configs (e.g. pretrained_weights, which
@@ -324,11 +361,15 @@ def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
             if len(values) > 1:
                 varied.append(name)
     wanted = list(DEFAULT_RESULT_COLUMNS if columns is None else columns)
+    statuses = [_status(r) for r in runs]
+    with_status = any(s != "done" for s in statuses)
     rows = []
     for run, hd in zip(runs, cfgs, strict=True):
         final = run.final
         cfg_all = run.config.to_dict()
         row: dict[str, Any] = {"run": run.name}
+        if with_status:
+            row["status"] = statuses[len(rows)]
         for name in varied:
             v = hd.get(name)
             row[name] = ",".join(map(str, v)) if isinstance(v, list) else v
@@ -345,7 +386,18 @@ def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
                 v = math.nan
             row[col] = _hashable(v)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["run"] + varied + [c for c in wanted if c not in varied])
+    return pd.DataFrame(rows, columns=["run"] + (["status"] if with_status else []) + varied
+                        + [c for c in wanted if c not in varied])
+
+
+def _status(run: Run) -> str:
+    """``done``, ``diverged at step N`` or ``unfinished``."""
+    if run.is_done:
+        return "done"
+    info = run.diverged
+    if info is not None:
+        return f"diverged at step {info.get('step')}" if info.get("step") is not None else "diverged"
+    return "unfinished"
 
 
 def load_run(path: str | os.PathLike) -> Run:

@@ -154,7 +154,7 @@ def selection_value(metrics: dict, tasks) -> tuple[float, float] | None:
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool = True, force: bool = False,
           progress: bool | Callable[[dict], None] | None = None,
-          resume_from: str | os.PathLike | None = None) -> TrainResult:
+          resume_from: str | os.PathLike | None = None, verify_data: bool = False) -> TrainResult:
     """Train ``cfg`` into its run folder (see the module docstring).
 
     ``run_dir`` defaults to :func:`cvaia.run_folder.run_dir_for` (``<store>/<label>-<hash>``).
@@ -164,7 +164,8 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
     (:func:`cvaia.run_folder.adopt_checkpoint`). ``progress``: None → tqdm bars unless
     ``cfg.quiet``; True/False → bars on/off; a callable gets each epoch's results dict once
     that epoch's checkpoint is written (an exception it raises stops the run there,
-    resumable like a killed job).
+    resumable like a killed job). ``verify_data``: a finished run is served only when the data's
+    contents (not only names, sizes and times) are those it was trained on (reads the whole set).
     """
     if not isinstance(cfg, Config):
         raise TypeError(f"train: expected a cvaia.config.Config, got {type(cfg).__name__}")
@@ -182,12 +183,13 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
                 print(f"[cvaia] {msg}", flush=True)
 
         # A finished run is read, never locked: a read-only store still serves it.
-        if not force and rf.is_finished(run_dir) and rf.data_mismatch(run_dir, root) is None:
+        if not force and rf.is_finished(run_dir) and rf.data_mismatch(run_dir, root, verify_data) is None:
             log(f"run already finished: {run_dir} (force=True / --force retrains it)")
             _submission(cfg, run_dir, info, log)
             return TrainResult(run_dir, False)
         try:
-            return _train_locked(cfg, run_dir, root, info, resume, force, resume_from, show_bars, callback, log)
+            return _train_locked(cfg, run_dir, root, info, resume, force, resume_from, show_bars, callback, log,
+                                 verify_data)
         except OSError as exc:
             if isinstance(exc, rf.RunStoreError) or not rf.in_store(exc, run_dir.parent):
                 raise
@@ -197,7 +199,7 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
 
 
 def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume: bool, force: bool,
-                  resume_from, show_bars: bool, callback, log) -> TrainResult:
+                  resume_from, show_bars: bool, callback, log, verify_data: bool = False) -> TrainResult:
     """:func:`train` under the run's lock (rank 0 decides, every rank trains)."""
     def waiting(holder: str) -> None:
         log(f"waiting for the run {run_dir.name}: {holder} holds its lock (it is training this run); "
@@ -209,7 +211,8 @@ def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             lock = rf.lock(run_dir, on_wait=waiting)
-            decision, lock = rf.prepare(run_dir, cfg.config_hash(), resume, force, lock, log, data_root=root)
+            decision, lock = rf.prepare(run_dir, cfg.config_hash(), resume, force, lock, log, data_root=root,
+                                        verify_data=verify_data)
             if resume_from is not None and decision in ("fresh", "resume"):
                 decision, adopted = rf.adopt_checkpoint(resume_from, run_dir, cfg, decision, log)
         except BaseException as exc:
@@ -338,8 +341,9 @@ class _Trainer:
             rf.write_metadata(self.run_dir, rf.run_metadata(self.cfg, self.root, self.device,
                                                             self.info.world_size, self.data_path))
         # On the CPU: load_state_dict copies to the model's device, and RNG states must stay
-        # CPU byte tensors (a GPU-mapped state crashed torch.cuda.set_rng_state).
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # CPU byte tensors (a GPU-mapped state crashed torch.cuda.set_rng_state). Read safely
+        # (tensors only); a broken last.pt falls back to the newest intact checkpoint.
+        path, ckpt = rf.resume_checkpoint(self.run_dir, self.log)
         stored = make_config(None, **ckpt["config"]).config_hash()
         if stored != self.cfg.config_hash():
             raise ConfigError(f"{path}: checkpoint of another configuration (hash {stored}, "

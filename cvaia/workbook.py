@@ -340,8 +340,10 @@ def execute_notebook(source: Path, output: Path, parameters: dict, *, cwd: Path 
     start = time.time()
     t0 = time.perf_counter()
     try:
+        # the kernel runs in notebooks/: it gets the store, data and figure folders absolute
         with temporary_environ({HEADLINES_ENV: str(headlines_dir), "MPLBACKEND": "Agg",
-                         "CVAIA_STATIC_WIDGETS": "1"}), kernel_transport() as transport:
+                                "CVAIA_STATIC_WIDGETS": "1", **paths.absolute_environ()}), \
+                kernel_transport() as transport:
             kwargs.update(transport)
             pm.execute_notebook(str(source), str(output), parameters=parameters,
                                 kernel_name=KERNEL_NAME, cwd=str(cwd or source.parent),

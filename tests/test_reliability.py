@@ -256,7 +256,7 @@ def test_real_data_fingerprint(tmp_path, tiny_root):
     shutil.copytree(tiny_root, root)  # copy2: sizes and modification times kept, like `tar -x`
     (root / "meta.json").unlink()  # the course data has no meta.json
     before = data_identity(root)
-    assert before["kind"] == "files" and before["files"]["train/rgb"] == 12
+    assert before["kind"] == "scan" and before["files"]["train/rgb"] == 12
     again = tmp_path / "again"
     shutil.copytree(root, again)
     assert identity_difference(before, data_identity(again)) is None  # re-extracted: the same data
@@ -521,3 +521,561 @@ def test_a_ctrl_c_waits_until_the_checkpoint_is_written(tmp_path):
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ---- files a user received (issue 17): checkpoints never run code ------------------------------------
+class _Payload:
+    """What a malicious ``.pt`` holds: unpickling it calls ``os.system`` (touching a marker)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Stop(RuntimeError):
+    pass
+
+
+def _stop_after_first(row):
+    if row["epoch"] >= 1:
+        raise _Stop
+
+
+@pytest.fixture(scope="module")
+def received(tiny_root, tmp_path_factory):
+    """A run of the CLI config ``TRAIN_ARGS`` (2 epochs) stopped after epoch 1 (``unfinished``:
+    resumable last.pt) and the same run finished (``finished``: slim checkpoints)."""
+    import shutil
+
+    from cvaia.train import train
+
+    base = tmp_path_factory.mktemp("received")
+    cfg = tiny_config(tiny_root, num_epochs=2)
+    unfinished = base / "unfinished"
+    with pytest.raises(_Stop):
+        train(cfg, unfinished, progress=_stop_after_first)
+    finished = base / "finished"
+    shutil.copytree(unfinished, finished)
+    train(cfg, finished, progress=False)
+    return {"cfg": cfg, "unfinished": unfinished, "finished": finished}
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _plant(path, payload):
+    """Replace ``path`` (a new file: a hard-linked twin keeps its content) with ``payload``'s bytes."""
+    path.unlink(missing_ok=True)
+    torch.save(payload, path)
+
+
+def _train_cli(root, *extra):
+    return ["train", "--dataset_root", str(root), *TRAIN_ARGS, *extra]
+
+
+def _case_predict(env):
+    _plant(env["run"] / "checkpoints" / "best.pt", env["payload"])
+    assert main(["predict", "--run", str(env["run"]), "--out", str(env["tmp"] / "preds"), "--device", "cpu"]) == 2
+    return env["capsys"].readouterr().err
+
+
+def _case_load_model(env):
+    from cvaia.runs import Run
+
+    _plant(env["run"] / "checkpoints" / "best.pt", env["payload"])
+    with pytest.raises(Exception) as err:
+        Run(env["run"]).load_model("best")
+    return str(err.value)
+
+
+def _case_load_checkpoint(env):
+    from cvaia.runs import Run
+
+    _plant(env["run"] / "checkpoints" / "last.pt", env["payload"])
+    with pytest.raises(Exception) as err:
+        Run(env["run"]).load_checkpoint("last")
+    return str(err.value)
+
+
+def _case_slim(env):
+    from cvaia import run_folder as rf
+
+    _plant(env["run"] / "checkpoints" / "last.pt", env["payload"])
+    with pytest.raises(Exception) as err:
+        rf.slim_checkpoints(env["run"])
+    return str(err.value)
+
+
+def _case_resume(env):
+    from cvaia import run_folder as rf
+
+    run = _copy_run(env["unfinished"], rf.run_dir_for(env["cfg"]))  # a killed run of the store, as received
+    _plant(run / "checkpoints" / "last.pt", env["payload"])
+    assert main(_train_cli(env["root"])) == 1
+    return env["capsys"].readouterr().err
+
+
+def _case_resume_path(env):
+    path = env["tmp"] / "classmate.pt"
+    _plant(path, env["payload"])
+    with pytest.raises(SystemExit) as exit_:
+        main(_train_cli(env["root"], "--resume", str(path)))  # refused before any other check
+    assert exit_.value.code == 2
+    return env["capsys"].readouterr().err
+
+
+def _case_pretrained(env):
+    path = env["tmp"] / "encoder.pt"
+    _plant(path, env["payload"])
+    with pytest.raises(BaseException) as err:
+        main(_train_cli(env["root"], "--pretrained", str(path)))
+    return str(err.value) + env["capsys"].readouterr().err
+
+
+PAYLOAD_CASES = {"predict": _case_predict, "load_model": _case_load_model, "load_checkpoint": _case_load_checkpoint,
+                 "slim_checkpoints": _case_slim, "resume": _case_resume, "resume_path": _case_resume_path,
+                 "pretrained": _case_pretrained}
+
+
+@pytest.mark.parametrize("case", list(PAYLOAD_CASES))
+def test_a_checkpoint_with_a_pickled_payload_runs_nothing(case, received, tiny_root, isolated_dirs, tmp_path,
+                                                         capsys):
+    from cvaia.models import build_model
+
+    marker = tmp_path / "payload-ran"
+    model = build_model(received["cfg"].replace(pretrained="random")).state_dict()
+    payload = {"model": model, "config": received["cfg"].to_dict(), "epoch": 1, "step": 2, "extra": _Payload(marker)}
+    run = _copy_run(received["finished"], tmp_path / "their-run")
+    env = {"payload": payload, "run": run, "tmp": tmp_path, "root": tiny_root, "cfg": received["cfg"],
+           "unfinished": received["unfinished"], "capsys": capsys}
+    try:
+        message = PAYLOAD_CASES[case](env)
+    finally:  # checked first: a run payload is the failure, whatever happened next
+        assert not marker.exists(), f"{case}: loading the file ran its payload"
+    if case != "pretrained":  # (--pretrained has its own message: "could not be read as a torch checkpoint")
+        assert "holds a pickled object of type posix.system" in message and "tensors only" in message, message
+    assert "Traceback" not in message
+
+
+def test_new_checkpoints_hold_only_what_weights_only_accepts(received):
+    from cvaia import run_folder as rf
+
+    for run, which in ((received["unfinished"], "last"), (received["finished"], "best")):
+        ckpt = torch.load(rf.checkpoint_path(run, which), weights_only=True)  # no safe globals registered
+        assert ckpt["model"]
+    rng = torch.load(rf.checkpoint_path(received["unfinished"], "last"), weights_only=True)["rng"]
+    assert isinstance(rng["numpy"][1], torch.Tensor) and isinstance(rng["python"], tuple)
+
+
+def test_a_checkpoint_of_an_earlier_version_still_resumes(received, tiny_root, isolated_dirs):
+    """Earlier versions saved the NumPy RNG state as a pickled ndarray: read safely, resumed exactly."""
+    import numpy as np
+
+    from cvaia import run_folder as rf
+    from cvaia.train import train
+
+    run = _copy_run(received["unfinished"], rf.run_dir_for(received["cfg"]))
+    last = rf.checkpoint_path(run, "last")
+    ckpt = torch.load(last, weights_only=True)
+    for state in [ckpt["rng"], *ckpt["rng_ranks"]]:
+        kind, keys, *rest = state["numpy"]
+        if isinstance(keys, torch.Tensor):  # (rng and rng_ranks[0] are one object)
+            state["numpy"] = (kind, keys.numpy().astype(np.uint32), *rest)  # np.random.get_state() as it was
+    _plant(last, ckpt)
+    with pytest.raises(__import__("pickle").UnpicklingError):
+        torch.load(last, weights_only=True)  # the old form: an ndarray inside
+    assert train(received["cfg"]).trained
+    a = torch.load(rf.checkpoint_path(received["finished"], "last"), weights_only=True)["model"]
+    b = torch.load(rf.checkpoint_path(run, "last"), weights_only=True)["model"]
+    assert all(torch.equal(v, b[k]) for k, v in a.items())  # the same RNG streams: bit-identical
+
+
+# ---- broken checkpoints: one line, and the way forward ----------------------------------------------
+def _truncate(path):
+    data = path.read_bytes()
+    path.unlink()  # a new file: a hard-linked twin (best.pt) stays intact
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_predict_with_a_truncated_checkpoint_names_it_and_the_remedy(received, isolated_dirs, tmp_path, capsys):
+    from cvaia import run_folder as rf
+
+    run = _copy_run(received["finished"], tmp_path / "run")
+    _truncate(rf.checkpoint_path(run, "best"))
+    assert main(["predict", "--run", str(run), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{rf.checkpoint_path(run, 'best')}: truncated or corrupt" in err and "--force" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_a_truncated_last_falls_back_to_the_newest_intact(received, tiny_root, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+
+    run = _copy_run(received["unfinished"], rf.run_dir_for(received["cfg"]))
+    _truncate(rf.checkpoint_path(run, "last"))  # best.pt (epoch 1) intact
+    assert main([a for a in _train_cli(tiny_root) if a != "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "truncated or corrupt" in out and "resuming from the newest intact checkpoint" in out
+    assert rf.is_finished(run)
+
+
+def test_resume_with_no_intact_checkpoint_says_restart(received, tiny_root, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+
+    run = _copy_run(received["unfinished"], rf.run_dir_for(received["cfg"]))
+    _truncate(rf.checkpoint_path(run, "last"))
+    _truncate(rf.checkpoint_path(run, "best"))
+    assert main(_train_cli(tiny_root)) == 1
+    err = capsys.readouterr().err
+    assert str(rf.checkpoint_path(run, "last")) in err and "--restart" in err and "Traceback" not in err
+    assert main(_train_cli(tiny_root, "--restart")) == 0  # the remedy works; the broken folder is kept aside
+    assert rf.is_finished(run) and any(rf.is_set_aside(p) for p in run.parent.iterdir())
+
+
+# ---- predictions never replace a data set, never mix two writers ----------------------------------
+def _tree_digest(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["val", "test", "root", "root/extra"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_predict_into_a_data_set_is_refused(where, overwrite, received, tiny_root, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_root, root)
+    before = _tree_digest(root)
+    out = root / where.removeprefix("root").lstrip("/") if where.startswith("root") else root / where
+    args = ["predict", "--run", str(received["finished"]), "--dataset_root", str(root), "--split", "val",
+            "--out", str(out), "--device", "cpu"] + (["--overwrite"] if overwrite else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "ground truth" in err and "outside any data set" in err and str(root) in err
+    assert "already holds predictions" not in err  # ground truth is never called "predictions"
+    assert _tree_digest(root) == before  # not a byte of the set changed
+
+
+def test_a_second_predict_into_the_same_folder_is_refused(received, tmp_path, capsys):
+    from cvaia import grader
+
+    out = tmp_path / "preds"
+    out.mkdir()
+    first = files.FileLock(out / grader.PREDICT_LOCK).acquire()  # another predict writing there now
+    try:
+        assert main(["predict", "--run", str(received["finished"]), "--split", "val", "--out", str(out),
+                     "--device", "cpu", "--overwrite"]) == 2
+    finally:
+        first.release()
+    err = capsys.readouterr().err
+    assert "another predict" in err and f"pid {os.getpid()}" in err
+    assert not (out / "semseg").exists() and not (out / "depth").exists()
+
+
+def test_predictions_appear_only_complete(received, tmp_path, monkeypatch, capsys):
+    """A predict that fails half-way (here: the 3rd depth file) leaves the old predictions as
+    they were, not a mixture of two models, and no temporary folder."""
+    from cvaia import grader
+
+    out = tmp_path / "preds"
+    base = ["predict", "--run", str(received["finished"]), "--split", "val", "--out", str(out), "--device", "cpu"]
+    assert main(base) == 0
+    before = _tree_digest(out)
+    real, calls = grader.write_depth_png, {"n": 0}
+
+    def fail_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grader, "write_depth_png", fail_third)
+    with pytest.raises(OSError):
+        main([*base, "--overwrite", "--checkpoint", "last", "--tta_flip"])
+    assert _tree_digest(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(grader.PARTIAL_PREFIX)]
+    monkeypatch.setattr(grader, "write_depth_png", real)
+    assert main([*base, "--overwrite", "--tta_flip"]) == 0 and sorted(_tree_digest(out)) == sorted(before)
+
+
+def test_files_cvaia_writes_get_the_umask_permissions(received, tmp_path):
+    import stat
+
+    import matplotlib.pyplot as plt
+
+    from cvaia import plots
+
+    old = os.umask(0o022)
+    try:
+        fig, ax = plt.subplots()
+        ax.plot([0, 1])
+        written = plots.save(fig, "perm_check", tmp_path / "figs")
+        plt.close(fig)
+        files.atomic_write_json(tmp_path / "a.json", {"x": 1})
+        files.atomic_torch_save({"w": torch.zeros(1)}, tmp_path / "w.pt")
+        files.atomic_save_npy(tmp_path / "c.npy", torch.zeros(2).numpy())
+        assert main(["predict", "--run", str(received["finished"]), "--split", "val", "--out",
+                     str(tmp_path / "preds"), "--device", "cpu"]) == 0
+    finally:
+        os.umask(old)
+    written_files = [*written, tmp_path / "a.json", tmp_path / "w.pt", tmp_path / "c.npy",
+             *sorted((tmp_path / "preds").rglob("*.png"))]
+    modes = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in written_files}
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+# ---- a generated set edited by hand is another data set ----------------------------------------------
+@pytest.fixture()
+def edited(tmp_path, isolated_dirs):
+    """A generated set (with meta.json) and its finished run."""
+    from cvaia.data.synth import generate
+    from cvaia.runs import get_run
+
+    root = tmp_path / "gen"
+    generate(root, height=64, width=128, n_train=8, n_val=4, n_test=4, seed=0, workers=1)
+    cfg = tiny_cfg(root)
+    run = get_run(cfg, progress=False)
+    return root, cfg, run
+
+
+@pytest.mark.parametrize("edit", ["replaced", "added", "removed"])
+def test_a_hand_edited_generated_set_is_not_served(edit, edited):
+    from cvaia.runs import RunNotFoundError, get_run
+
+    root, cfg, run = edited
+    assert get_run(cfg, train=False) == run  # unedited: served
+    val = root / "val" / "semseg"
+    if edit == "replaced":
+        (val / "1.png").write_bytes((val / "2.png").read_bytes())  # meta.json stays as it was
+    elif edit == "added":
+        (root / "train" / "rgb" / "8.jpg").write_bytes((root / "train" / "rgb" / "0.jpg").read_bytes())
+    else:
+        (root / "test" / "depth" / "3.png").unlink()
+    expected = {"replaced": "val/semseg: files replaced or edited", "added": "train/rgb: 8 -> 9 files",
+                "removed": "test/depth: 4 -> 3 files"}[edit]
+    with pytest.raises(RunNotFoundError, match=expected):
+        get_run(cfg, train=False)
+
+
+def test_verify_data_compares_contents(edited, capsys):
+    from cvaia.runs import RunNotFoundError, get_run
+
+    root, cfg, run = edited
+    path = root / "val" / "rgb" / "1.jpg"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, same modification time: invisible to the scan
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert get_run(cfg, train=False) == run
+    with pytest.raises(RunNotFoundError, match="contents differ"):
+        get_run(cfg, train=False, verify_data=True)
+    args = ["train", "--dataset_root", str(root), "--aug_input_crop_size", "64", "--batch_size", "4",
+            "--batch_size_validation", "4", "--num_epochs", "1", "--max_train_images", "8", "--optimizer", "adam",
+            "--optimizer_lr", "1e-3", "--log_every", "1", "--device", "cpu"]
+    assert main([*args, "--quiet"]) == 0 and "run already finished" in capsys.readouterr().out
+    assert main([*args, "--verify_data"]) == 0
+    assert "contents differ" in capsys.readouterr().out  # retrained, the old run kept aside
+
+
+def test_runs_of_earlier_versions_keep_being_served(edited, tmp_path):
+    """Identity records of earlier versions (meta.json alone; a sample of 16 files per folder)
+    are compared as they were made: an upgrade retrains nothing."""
+    import hashlib
+    import json
+    import shutil
+
+    from cvaia import run_folder as rf
+    from cvaia.data.miniscapes import MODALITIES, SPLITS
+    from cvaia.runs import get_run
+
+    root, cfg, run = edited
+    meta_file = run.path / rf.CONFIG_FILE
+    meta = json.loads(meta_file.read_text())
+    meta["dataset_identity"] = {"kind": "meta", "sha256": hashlib.sha256((root / "meta.json").read_bytes()).hexdigest()}
+    meta_file.write_text(json.dumps(meta))
+    assert get_run(cfg, train=False).trained_now is False
+
+    course = tmp_path / "course"  # no meta.json: the old sampled fingerprint, computed as it was
+    shutil.copytree(root, course)
+    (course / "meta.json").unlink()
+    h, counts = hashlib.sha256(), {}
+    for split in SPLITS:
+        for modality in MODALITIES:
+            names = sorted(e.name for e in os.scandir(course / split / modality) if not e.name.startswith("."))
+            counts[f"{split}/{modality}"] = len(names)
+            for name in names[::max(1, len(names) // 16)][:16]:
+                st = (course / split / modality / name).stat()
+                h.update(f"{split}/{modality}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    h.update(repr(sorted(counts.items())).encode())
+    old = {"kind": "files", "sha256": h.hexdigest(), "files": counts}
+    meta["dataset_identity"] = old
+    meta_file.write_text(json.dumps(meta))
+    assert rf.data_mismatch(run.path, course) is None
+    (course / "val" / "rgb" / "0.jpg").unlink()
+    assert "val/rgb: 4 -> 3 files" in rf.data_mismatch(run.path, course)
+
+
+# ---- score reads regular files only --------------------------------------------------------------
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_score_refuses_a_fifo_among_the_predictions(received, tiny_root, tmp_path, capsys):
+    out = tmp_path / "preds"
+    assert main(["predict", "--run", str(received["finished"]), "--split", "val", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    (out / "semseg" / "0.png").unlink()
+    os.mkfifo(out / "semseg" / "0.png")  # today: score opens it and waits forever
+    (out / "depth" / "2.png").unlink()
+    (out / "depth" / "2.png").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "cvaia", "score", "--dataset_root", str(tiny_root), "--split", "val",
+                           "--predictions", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "0.png (a named pipe (FIFO))" in proc.stderr and "regular files" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---- a hand-edited config.json: the file and the key ------------------------------------------------
+CONFIG_EDITS = {
+    "extra key": (lambda m: m["config"].update(bogus_key=3), "key config.bogus_key is not a config field"),
+    "wrong type": (lambda m: m["config"].update(batch_size="eight"), "key config.batch_size = 'eight' is not valid"),
+    "out of range": (lambda m: m["config"].update(optimizer="sgdd"), "key config.optimizer = 'sgdd' is not valid"),
+    "no config": (lambda m: m.pop("config"), "expected a JSON object with a 'config' object"),
+    "bad JSON": (None, "not valid JSON"),
+}
+
+
+def _edit_config(run, edit):
+    import json
+
+    path = run / "config.json"
+    if edit is None:
+        path.write_text(path.read_text()[:-40])  # cut short
+        return
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("case", list(CONFIG_EDITS))
+def test_a_hand_edited_config_json_names_the_file_and_the_key(case, received, tmp_path, capsys):
+    from cvaia.runs import Run, results_table
+
+    edit, expected = CONFIG_EDITS[case]
+    good = _copy_run(received["finished"], tmp_path / "good-run")
+    bad = _copy_run(received["finished"], tmp_path / "bad-run")
+    _edit_config(bad, edit)
+    assert main(["predict", "--run", str(bad), "--out", str(tmp_path / "p"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad / 'config.json'}: " in err and expected in err and "Traceback" not in err and "usage:" not in err
+    with pytest.warns(UserWarning, match=f"left out 1 unreadable run folder.*{bad.name}.*{expected}"):
+        table = results_table([Run(good), Run(bad)])
+    assert list(table["run"]) == ["good-run"]  # the others are listed
+
+
+def test_a_config_json_missing_a_key_takes_the_default_and_says_so(received, tmp_path):
+    from cvaia.errors import ConfigNotice
+    from cvaia.runs import Run
+
+    run = _copy_run(received["finished"], tmp_path / "old-run")
+    _edit_config(run, lambda m: m["config"].pop("tta_flip", None) or m["config"].pop("grad_clip"))
+    with pytest.warns(ConfigNotice, match=r"config.json: config key\(s\) .* missing; taken as their defaults"):
+        assert Run(run).config == received["cfg"]
+
+
+# ---- a sweep with one diverging config goes on ------------------------------------------------------
+def test_a_sweep_with_a_diverging_config_goes_on(tiny_root, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+
+    args = ["sweep", "--dataset_root", str(tiny_root), "--aug_input_crop_size", "64", "--batch_size", "4",
+            "--batch_size_validation", "4", "--num_epochs", "1", "--max_train_images", "8", "--max_val_images", "2",
+            "--optimizer", "sgd", "--log_every", "1", "--device", "cpu", "--quiet",
+            "--grid", "optimizer_lr=1e30,1e-2,1e-3"]
+    assert main(args) == 1  # the exit status: one config diverged
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and "status" in lines[0]  # header + one row per config
+    assert "diverged at step" in lines[1] and "done" in lines[2] and "done" in lines[3]
+    assert "1 of 3 config(s) diverged" in err and "Traceback" not in err
+    dirs = sorted(p for p in isolated_dirs["runs"].iterdir())
+    assert sum(rf.is_finished(p) for p in dirs) == 2 and sum(rf.has_diverged(p) for p in dirs) == 1
+    assert main(args) == 1  # submitted again: the divergence is reported, nothing retrains
+    out, err = capsys.readouterr()
+    assert "diverged at step" in out and "1 of 3 config(s) diverged" in err
+    assert sorted(p for p in isolated_dirs["runs"].iterdir()) == dirs  # no folder moved aside
+
+
+def test_a_failed_sweep_job_says_what_resubmitting_does(tmp_path, monkeypatch):
+    from cvaia import cluster
+    from cvaia import run_folder as rf
+
+    class Failed:
+        job_id = "7"
+
+        def results(self):
+            raise RuntimeError("the job was killed")
+
+    cfgs = [tiny_config(tmp_path, seed=s) for s in (1, 2, 3)]
+    monkeypatch.setenv("CVAIA_RUNS_DIR", str(tmp_path / "runs"))
+    killed, stub, bad = (rf.run_dir_for(c) for c in cfgs)
+    rf.checkpoint_path(killed, "last").parent.mkdir(parents=True)
+    rf.checkpoint_path(killed, "last").write_bytes(b"x")
+    stub.mkdir(parents=True)
+    bad.mkdir(parents=True)
+    (bad / rf.DIVERGED_FILE).write_text('{"message": "nan", "step": 3}')
+    jobs = cluster.SweepJobs(cluster.executor_from_name("local"), cfgs, {})
+    jobs.jobs = {c.config_hash(): Failed() for c in cfgs}
+    with pytest.raises(cluster.SweepError) as info:
+        jobs.wait()
+    text = str(info.value)
+    assert f"{killed.name} (resumes from its last checkpoint when the sweep is submitted again)" in text
+    assert f"{stub.name} (no checkpoint yet: starts afresh" in text
+    assert f"{bad.name} (diverged: recorded, not retrained" in text
+
+
+# ---- relative CVAIA_* folders mean one place for the workbook and its notebooks ----------------------
+def test_relative_location_variables_reach_the_notebooks_absolute(tmp_path, monkeypatch):
+    import papermill
+
+    from cvaia import workbook
+
+    monkeypatch.chdir(tmp_path)  # where the command was started
+    for var, rel in (("CVAIA_RUNS_DIR", "my-runs"), ("CVAIA_FIGURES_DIR", "figs"), ("CVAIA_DATA_DIR", "data")):
+        monkeypatch.setenv(var, rel)
+    seen = {}
+
+    def execute(source, output, **kwargs):
+        seen.update({v: os.environ[v] for v in ("CVAIA_RUNS_DIR", "CVAIA_FIGURES_DIR", "CVAIA_DATA_DIR")},
+                    cwd=kwargs["cwd"])
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    source = tmp_path / "notebooks" / "00_x.ipynb"
+    source.parent.mkdir()
+    source.write_text("{}")
+    workbook.execute_notebook(source, tmp_path / "out" / "00_x.ipynb", {}, headlines_dir=tmp_path / "h")
+    assert seen == {"CVAIA_RUNS_DIR": str(tmp_path / "my-runs"), "CVAIA_FIGURES_DIR": str(tmp_path / "figs"),
+                    "CVAIA_DATA_DIR": str(tmp_path / "data"), "cwd": str(source.parent)}
+    assert os.environ["CVAIA_RUNS_DIR"] == "my-runs"  # this process's own setting is left as it was
+
+
+# ---- a --name longer than the file system allows -----------------------------------------------------
+def test_a_name_too_long_for_the_file_system_is_shortened_with_its_hash(tiny_root, isolated_dirs, capsys):
+    from cvaia import run_folder as rf
+    from cvaia.runs import get_run
+
+    long = "ablation_" + "é" * 150 + "_end"  # 313 bytes in UTF-8
+    assert main(["train", "--dataset_root", str(tiny_root), *TRAIN_ARGS, "--num_epochs", "1", "--name", long]) == 0
+    (run_dir,) = [p for p in isolated_dirs["runs"].iterdir()]
+    cfg = tiny_config(tiny_root, name=long)
+    assert len(run_dir.name.encode()) <= rf.name_max(run_dir.parent) - rf.SET_ASIDE_ROOM
+    assert run_dir.name.startswith("ablation_") and run_dir.name.endswith(f"-{cfg.config_hash()}")
+    assert get_run(cfg).path == run_dir and get_run(cfg).trained_now is False  # found again
+    other = rf.run_name(cfg.replace(name=long + "2"))
+    assert other != run_dir.name  # two long names that start alike stay two folders
+    assert rf.run_name(tiny_config(tiny_root, name="short")) == f"short-{tiny_config(tiny_root).config_hash()}"

@@ -32,12 +32,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import CheckpointError, UnsafeCheckpointError
     from ..config import ConfigError
     from ..data.miniscapes import DatasetError
     from ..devices import select_device
     from ..grader import GraderError, export_predictions
     from ..paths import resolve_dataset_root
-    from ..run_folder import TrainingDiverged
+    from ..run_folder import RunConfigError, TrainingDiverged
     from ..runs import Run, RunNotFoundError
 
     if args.batch_size < 0:
@@ -50,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
         batch = args.batch_size or run.config.batch_size_validation
         out = export_predictions(model, root, args.split, args.out, device=device, batch_size=batch,
                                  tta_flip=args.tta_flip, progress=args.progress, overwrite=args.overwrite)
-    except (RunNotFoundError, GraderError, DatasetError, TrainingDiverged) as exc:
+    except CheckpointError as exc:
+        remedy = ("" if isinstance(exc, UnsafeCheckpointError) else
+                  "; retrain the run with `python -m cvaia train ... --force` (the old folder is kept), or "
+                  "--checkpoint last/best for the other one")
+        print(f"error: {exc}{remedy}", file=sys.stderr)
+        return 2
+    except (RunNotFoundError, RunConfigError, GraderError, DatasetError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.split} predictions of {run.name} ({args.checkpoint} checkpoint, data {root}) to {out}")

@@ -16,8 +16,11 @@ configuration. The cartesian product runs through :func:`cvaia.runs.sweep`:
 - ``--executor local``: the same jobs as processes on this machine; ``debug``: in this process
   through submitit's debug executor; ``inprocess`` (default): one after another, no submitit.
 
-Runs that are finished are not submitted again, and duplicate configurations run once. The
-command waits and prints the results table; ``--no_wait`` prints the job ids and returns
+Runs that are finished are not submitted again, and duplicate configurations run once. A
+config whose training diverges (NaN/inf) does not stop the others: it is a row of the table
+(status ``diverged at step N``), recorded in its run folder (running the sweep again reports
+it and moves on; ``--force`` retrains it), and the exit status is the number of diverged
+configs. The command waits and prints the results table; ``--no_wait`` prints the job ids and returns
 (running the same command again later prints the table once the runs have finished).
 """
 
@@ -29,6 +32,8 @@ import sys
 import typing
 from pathlib import Path
 
+#: The exit status counts the diverged configs up to this many.
+MAX_EXIT_COUNT = 100
 #: Separator of the values of list-valued fields in ``--grid``.
 LIST_VALUE_SEPARATOR = ";"
 
@@ -159,16 +164,16 @@ def run(args: argparse.Namespace) -> int:
     from ..cluster import SweepError
     from ..config import config_from_args
     from ..data.miniscapes import DatasetError
-    from ..runs import TrainingDiverged, results_table, sweep
+    from ..runs import Run, TrainingDiverged, grid_configs, results_table, run_dir_for, sweep
 
     base = config_from_args(args)
     grid = parse_grid(args.grid, args.grid_file)
     executor = build_executor(args)
     try:
         if executor is None:
-            finished = sweep(base, grid, force=args.force)
+            finished = sweep(base, grid, force=args.force, diverged="none")
         else:
-            submitted = sweep(base, grid, force=args.force, executor=executor)
+            submitted = sweep(base, grid, force=args.force, executor=executor, diverged="none")
             print(f"[cvaia] {len(submitted.configs)} config(s): {len(submitted.finished)} already finished, "
                   f"{len(submitted.jobs)} job(s) submitted ({args.executor})"
                   + (f": {' '.join(submitted.job_ids)}" if submitted.jobs else ""), flush=True)
@@ -184,6 +189,14 @@ def run(args: argparse.Namespace) -> int:
         return 1
     import pandas as pd
 
+    # a diverged config is a row too (status "diverged at step N"); grid points that are one config share a row
+    dirs = [run_dir_for(c) for c in grid_configs(base, grid)]
+    table_runs = list(dict.fromkeys(r if r is not None else Run(d) for r, d in zip(finished, dirs, strict=True)))
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        print(results_table(finished).to_string(index=False))
-    return 0
+        print(results_table(table_runs).to_string(index=False))
+    diverged = [r for r in table_runs if r.diverged is not None and not r.is_done]
+    if diverged:
+        print(f"[cvaia] {len(diverged)} of {len(table_runs)} config(s) diverged (recorded in their run folders, "
+              f"not retrained when the sweep runs again; --force retrains them): "
+              f"{', '.join(r.name for r in diverged)}; the exit status is the number diverged", file=sys.stderr)
+    return min(len(diverged), MAX_EXIT_COUNT)

@@ -41,6 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--restart", action="store_true",
                        help="start an unfinished run afresh instead of resuming it (the old folder "
                             "is moved aside)")
+    store.add_argument("--verify_data", action="store_true",
+                       help="serve a finished run only when the data set's file contents are those it was "
+                            "trained on (reads every file; by default names, sizes and modification times "
+                            "of every file are compared)")
     add_config_arguments(parser)
 
 
@@ -64,6 +68,7 @@ def _fmt(v) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoints import CheckpointError
     from ..config import ConfigError, config_from_args
     from ..data.miniscapes import DatasetError
     from ..grader import GraderError
@@ -86,8 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is True and main and not checkpoint_path(path, "last").is_file() and not is_finished(path):
         print(f"[cvaia] --resume: no unfinished run at {path}; starting it", flush=True)
     try:
-        path, trained = train(cfg, resume=not args.restart, force=args.force, resume_from=resume_from)
-    except (TrainingDiverged, DatasetError, RunStoreError, GraderError) as exc:
+        path, trained = train(cfg, resume=not args.restart, force=args.force, resume_from=resume_from,
+                              verify_data=args.verify_data)
+    except (TrainingDiverged, DatasetError, RunStoreError, GraderError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -359,55 +359,132 @@ def check_image_size(root: str | os.PathLike, splits: tuple[str, ...], minimum: 
                                f"{minimum} a side (the encoder's output stride): use larger images (--dataset_root)")
 
 
+def _is_split_folder(path: Path) -> bool:
+    """Whether ``path`` looks like a split of a miniscapes-format set (``rgb/`` next to ``semseg/``
+    or ``depth/``)."""
+    return (path / "rgb").is_dir() and any((path / m).is_dir() for m in MODALITIES if m != "rgb")
+
+
+def dataset_containing(path: str | os.PathLike) -> tuple[Path, str | None] | None:
+    """``(root, split)`` of the miniscapes-format data set that ``path`` is, or lies inside
+    (``split`` None for the root itself or a folder beside its splits); None when it is in none.
+    Any set counts, not only the configured one: a predictions folder must never land in one."""
+    path = Path(path).expanduser().absolute()
+    for p in [path, *path.parents]:
+        try:
+            if _is_split_folder(p):
+                parent_is_root = p.name in SPLITS and any(_is_split_folder(p.parent / s) for s in SPLITS)
+                return (p.parent, p.name) if parent_is_root else (p, None)
+            if any(_is_split_folder(p / s) for s in SPLITS):
+                return p, None
+        except OSError:  # an unreadable ancestor: not known to be a data set
+            continue
+    return None
+
+
 # ---- identity ----------------------------------------------------------------------------------
-#: Files per modality folder whose size and modification time enter a data fingerprint.
+#: Files per modality folder whose size and modification time entered the fingerprint of
+#: earlier versions (``kind: "files"`` records: still compared as they were made).
 FINGERPRINT_SAMPLE = 16
 
 
-def data_identity(root: str | os.PathLike) -> dict:
-    """What identifies the data under ``root``, cheaply, for the run store.
+def _folder_entries(folder: Path) -> list[tuple[str, int, int]]:
+    """``(name, size, mtime_ns)`` of every visible entry of ``folder``, sorted by name."""
+    out = []
+    for e in os.scandir(folder):
+        if e.name.startswith("."):
+            continue
+        st = e.stat()
+        out.append((e.name, st.st_size, st.st_mtime_ns))
+    return sorted(out)
 
-    A generated set (synthetic, converted) has a ``meta.json`` describing how it was made: its
-    SHA-256 is the identity (``{"kind": "meta", "sha256"}``). Otherwise (the course data):
-    a fingerprint of the files (``{"kind": "files", "sha256", "files": {"train/rgb": N, ...}}``)
-    from each modality folder's file count and the names, sizes and modification times of
-    :data:`FINGERPRINT_SAMPLE` files spread over it (a ``tar -x`` keeps them, so re-extracting
-    the same archive gives the same identity). ``{"kind": "missing"}`` when ``root`` is not a folder.
+
+def _content_sha256(folder: Path, names: list[str]) -> str:
+    h = hashlib.sha256()
+    for name in names:
+        h.update(f"{name}\n".encode())
+        with open(folder / name, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def data_identity(root: str | os.PathLike, content: bool = False) -> dict:
+    """What identifies the data under ``root`` for the run store: every file counts.
+
+    ``{"kind": "scan", "sha256", "files": {"train/rgb": N, ...}, "folders": {"train/rgb": sha,
+    ...}, "meta_sha256", "sampled_sha256"}``: the names, sizes and modification times of every
+    file of every split (a directory scan: cheap; a ``tar -x`` keeps them, so re-extracting the
+    same archive gives the same identity), per folder and over all; ``meta_sha256`` the hash of
+    ``meta.json`` (a generated set) or None; ``sampled_sha256`` the fingerprint records of earlier
+    versions were made of (:func:`identity_difference` compares those with it). ``content=True``
+    adds ``content_sha256`` (every file's bytes: reads the whole set; ``--verify_data``).
+    ``{"kind": "missing"}`` when ``root`` is not a folder.
     """
     root = Path(root)
-    meta = root / "meta.json"
-    if meta.is_file():
-        return {"kind": "meta", "sha256": hashlib.sha256(meta.read_bytes()).hexdigest()}
     if not root.is_dir():
         return {"kind": "missing"}
+    meta = root / "meta.json"
+    meta_sha = hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else None
     counts: dict[str, int] = {}
-    h = hashlib.sha256()
+    folders: dict[str, str] = {}
+    whole, sampled, data = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
     for split in SPLITS:
         for modality in MODALITIES:
             folder = root / split / modality
             if not folder.is_dir():
                 continue
-            names = sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
-            counts[f"{split}/{modality}"] = len(names)
-            step = max(1, len(names) // FINGERPRINT_SAMPLE)
-            for name in names[::step][:FINGERPRINT_SAMPLE]:
-                st = (folder / name).stat()
-                h.update(f"{split}/{modality}/{name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    h.update(repr(sorted(counts.items())).encode())
-    return {"kind": "files", "sha256": h.hexdigest(), "files": counts}
+            key = f"{split}/{modality}"
+            entries = _folder_entries(folder)
+            counts[key] = len(entries)
+            h = hashlib.sha256()
+            for name, size, mtime in entries:
+                h.update(f"{name}:{size}:{mtime}\n".encode())
+            folders[key] = h.hexdigest()
+            whole.update(f"{key}:{folders[key]}\n".encode())
+            step = max(1, len(entries) // FINGERPRINT_SAMPLE)
+            for name, size, mtime in entries[::step][:FINGERPRINT_SAMPLE]:
+                sampled.update(f"{key}/{name}:{size}:{mtime}\n".encode())
+            if content:
+                data.update(f"{key}:{_content_sha256(folder, [n for n, _, _ in entries])}\n".encode())
+    sampled.update(repr(sorted(counts.items())).encode())
+    record = {"kind": "scan", "sha256": whole.hexdigest(), "files": counts, "folders": folders,
+              "meta_sha256": meta_sha, "sampled_sha256": sampled.hexdigest()}
+    if content:
+        record["content_sha256"] = data.hexdigest()
+    return record
 
 
 def identity_difference(then: dict, now: dict) -> str | None:
-    """How two :func:`data_identity` records differ, in words (None when they agree)."""
-    if then.get("sha256") == now.get("sha256") and then.get("kind") == now.get("kind"):
-        return None
+    """How the data identity recorded for a run (``then``) differs from the data's ``now``
+    (:func:`data_identity`), in words; None when they agree.
+
+    Records of earlier versions are compared as they were made: ``kind: "meta"`` (a generated
+    set: its ``meta.json`` alone) and ``kind: "files"`` (a sample of the files). A ``scan``
+    record's content hash is compared when both have one (``--verify_data``).
+    """
+    kind = then.get("kind")
     if now.get("kind") == "missing":
-        return "the data set folder is gone"
-    if then.get("kind") == "files" and now.get("kind") == "files":
-        changed = [f"{k}: {then['files'].get(k, 0)} -> {now['files'].get(k, 0)} files"
-                   for k in sorted(set(then.get("files", {})) | set(now.get("files", {})))
-                   if then["files"].get(k, 0) != now["files"].get(k, 0)]
-        return "; ".join(changed) or "files were replaced (sizes or modification times differ)"
-    if then.get("kind") == "meta" and now.get("kind") == "meta":
-        return "its meta.json differs (the set was regenerated with other settings)"
-    return f"it was identified by {then.get('kind')}, now by {now.get('kind')}"
+        return None if kind == "missing" else "the data set folder is gone"
+    counts_then, counts_now = then.get("files", {}), now.get("files", {})
+    counted = [f"{k}: {counts_then.get(k, 0)} -> {counts_now.get(k, 0)} files"
+               for k in sorted(set(counts_then) | set(counts_now)) if counts_then.get(k, 0) != counts_now.get(k, 0)]
+    if kind == "meta":
+        same = then.get("sha256") == now.get("meta_sha256")
+        return None if same else "its meta.json differs (the set was regenerated with other settings)"
+    if kind == "files":
+        if then.get("sha256") == now.get("sampled_sha256"):
+            return None
+        return "; ".join(counted) or "files were replaced (sizes or modification times differ)"
+    if kind == "scan":
+        if then.get("sha256") != now.get("sha256"):
+            edited = [k for k, v in then.get("folders", {}).items()
+                      if counts_then.get(k) == counts_now.get(k) and now.get("folders", {}).get(k) != v]
+            words = counted + [f"{k}: files replaced or edited (names, sizes or modification times differ)"
+                               for k in edited]
+            return "; ".join(words) or "files were replaced or edited"
+        if then.get("content_sha256") and now.get("content_sha256") and \
+                then["content_sha256"] != now["content_sha256"]:
+            return "the files' contents differ (--verify_data), though names, sizes and modification times agree"
+        return None
+    return f"it was identified by {kind}, now by {now.get('kind')}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -143,17 +142,10 @@ def extract_encoder_state(obj, source: str = "checkpoint") -> dict[str, Tensor]:
 
 
 def _load_checkpoint(path: Path):
-    """``torch.load`` with ``weights_only=True`` (no arbitrary code), also accepting the numpy
-    arrays a cvaia run checkpoint holds in its saved random-number state."""
-    import numpy as np
+    """The file read by :func:`cvaia.checkpoints.load_checkpoint_file` (no arbitrary code)."""
+    from ..checkpoints import load_checkpoint_file
 
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    allowed = [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checkpoint_file(path)
 
 
 def load_encoder_weights(encoder: ResNetEncoder, weights: str, name: str = "resnet18") -> ResNetEncoder:

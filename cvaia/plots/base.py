@@ -8,13 +8,14 @@ from __future__ import annotations
 import functools
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+
+from ..files import atomic_open
 
 # ---- style ---------------------------------------------------------------------------------------
 #: The house style: readable sizes on screen and in the exported PNG/PDF.
@@ -143,18 +144,12 @@ def save(fig: Figure, name: str, directory: str | os.PathLike | None = None) -> 
     written = []
     for fmt in ("png", "pdf"):
         target = directory / f"{name}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".{fmt}.tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # Fixed metadata keeps repeated exports of the same figure byte-identical.
-                metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
-                fig.savefig(fh, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight",
-                            facecolor="white", metadata=metadata)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # atomically, with the permissions the umask gives (a bare mkstemp made them 0600)
+        with atomic_open(target, "wb") as fh:
+            # Fixed metadata keeps repeated exports of the same figure byte-identical.
+            metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+            fig.savefig(fh, format=fmt, dpi=FIGURE_DPI, bbox_inches="tight",
+                        facecolor="white", metadata=metadata)
         written.append(target)
     return written
 
