@@ -30,6 +30,12 @@ Measurements:
   machine spreads over all points instead of biasing one sweep;
 - memory with saved-tensor hooks (:func:`saved_tensor_bytes`): the bytes autograd keeps for
   the backward pass, on any device; on CUDA also ``torch.cuda.max_memory_allocated``.
+
+Points that would not fit are not run: on CUDA, :func:`cost_table` skips every grid point whose
+estimated peak (:func:`estimated_peak_bytes`: three ``B×H×N×N`` matrices in the explicit path's
+backward — 24 GiB at B = 8, H = 4, N = 8192 — plus the token-sized tensors) exceeds 90 % of the
+memory this process can still allocate (:func:`memory_budget`), and says so in the table's
+``attrs["skipped"]`` and :func:`skipped_note` (before: an out-of-memory error on 16–24 GB cards).
 """
 
 from __future__ import annotations
@@ -101,6 +107,45 @@ def attention_matrix_bytes(B: int, N: int, H: int, bytes_per_element: int = BYTE
     """Size of one ``B×H×N×N`` attention matrix (``B·H·N²·4`` bytes in fp32)."""
     _check_sizes(B=B, N=N, H=H)
     return int(B) * int(H) * int(N) ** 2 * bytes_per_element
+
+
+def estimated_peak_bytes(B: int, N: int, D: int, H: int, impl: str, mode: str) -> int:
+    """A (slightly generous) estimate of the peak memory one step of ``impl`` in ``mode`` needs:
+    the explicit path holds two ``B×H×N×N`` matrices in the forward (scores, weights) and three
+    in the backward (the saved weights, their gradient and the scores' gradient); both paths hold
+    about 16 token-sized ``B×N×D`` fp32 tensors (input, Q/K/V, outputs and their gradients). The
+    fused path's softmax statistics (``B·H·N`` values) are left out."""
+    tokens = 16 * int(B) * int(N) * int(D) * BYTES_FP32
+    if impl != "explicit":
+        return tokens
+    return (3 if mode == "forward+backward" else 2) * attention_matrix_bytes(B, N, H) + tokens
+
+
+#: the share of the allocatable GPU memory a cost-grid point may need (the rest: the allocator's
+#: rounding and fragmentation, cuBLAS workspaces)
+MEMORY_SHARE = 0.9
+
+
+def memory_budget(device: torch.device) -> int | None:
+    """Bytes a grid point may use on ``device``: :data:`MEMORY_SHARE` of what this process can
+    still allocate on a CUDA device (:func:`cvaia.devices.cuda_free_bytes`); None (no limit) elsewhere."""
+    if device.type != "cuda":
+        return None
+    from .devices import cuda_free_bytes
+
+    return int(MEMORY_SHARE * cuda_free_bytes(device))
+
+
+def skipped_note(df: pd.DataFrame) -> str:
+    """One sentence naming the grid points :func:`cost_table` did not run (they would not fit
+    the free memory), ``""`` when it ran them all."""
+    skipped = df.attrs.get("skipped") or []
+    if not skipped:
+        return ""
+    points = "; ".join(f"B = {p['B']}, N = {p['N']}, D = {p['D']}, H = {p['H']} (≈ {p['estimated_gib']:.1f} GiB)"
+                       for p in skipped)
+    return (f"Not measured, since they would not fit the {df.attrs['memory_budget_gib']:.1f} GiB this GPU had "
+            f"free: {points}.")
 
 
 # ---- measurement ---------------------------------------------------------------------------
@@ -201,7 +246,8 @@ def _block_times(timer, number: int, min_run_time: float) -> list[float]:
 def cost_table(grid: Mapping[str, Iterable[int]] | None = None, base: Mapping[str, int] | None = None,
                impls: Sequence[str] = IMPLS, modes: Sequence[str] = MODES, rounds: int = 2,
                min_run_time: float = 0.1, threads: int | None = None,
-               device: str | torch.device | None = None, seed: int = 0) -> pd.DataFrame:
+               device: str | torch.device | None = None, seed: int = 0,
+               memory_limit: int | None | str = "auto") -> pd.DataFrame:
     """Time and memory of :class:`~cvaia.models.SelfAttention` while each of N, D, H, B varies
     around ``base`` (one sweep per key of ``grid``), in one long DataFrame.
 
@@ -213,6 +259,10 @@ def cost_table(grid: Mapping[str, Iterable[int]] | None = None, base: Mapping[st
     rounds, ``threads``, the analytic ``flops`` and ``attn_matrix_mib``, the measured
     ``saved_mib`` (saved-tensor hooks: what one forward keeps for backward, weights excluded)
     and ``peak_mib_cuda`` (CUDA only, else NaN).
+
+    ``memory_limit``: bytes a grid point may need (:func:`estimated_peak_bytes`, either path,
+    either mode); points above it are skipped and listed in ``attrs["skipped"]``
+    (:func:`skipped_note`). ``"auto"``: :func:`memory_budget` of ``device`` (no limit off CUDA).
     """
     grid = DEFAULT_GRID if grid is None else grid
     base = dict(DEFAULT_BASE if base is None else base)
@@ -237,6 +287,18 @@ def cost_table(grid: Mapping[str, Iterable[int]] | None = None, base: Mapping[st
                                  f"by H={sizes['H']}")
             sweeps.append((vary, int(value), tuple(sizes[k] for k in SIZES)))
     points = list(dict.fromkeys(s for _, _, s in sweeps))  # distinct sizes, first-seen order
+    limit = memory_budget(device) if memory_limit == "auto" else memory_limit
+    skipped = []
+    if limit is not None:
+        def need(p):  # the saved-bytes measurement runs a forward with autograd on, in each impl
+            return max(estimated_peak_bytes(*p, impl, mode) for impl in impls for mode in (*modes, "forward"))
+
+        skipped = [p for p in points if need(p) > limit]
+        points = [p for p in points if need(p) <= limit]
+        sweeps = [sw for sw in sweeps if sw[2] in points]
+        if not points:
+            raise ValueError(f"attention cost: no grid point fits the memory available ({limit / 2**30:.1f} GiB); "
+                             f"make the base point (COST_BASE) smaller")
     keys = [(p, impl, mode) for p in points for impl in impls for mode in modes]
 
     times: dict = {k: [] for k in keys}
@@ -282,7 +344,11 @@ def cost_table(grid: Mapping[str, Iterable[int]] | None = None, base: Mapping[st
                     "saved_mib": saved[(sizes, impl)] / MIB,
                     "peak_mib_cuda": peak.get(key, math.nan),
                 })
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["skipped"] = [dict(zip(SIZES, p, strict=True))
+                           | {"estimated_gib": need(p) / 2**30} for p in skipped]
+    df.attrs["memory_budget_gib"] = limit / 2**30 if limit is not None else None
+    return df
 
 
 def sweep(vary: str, values: Iterable[int], base: Mapping[str, int] | None = None, **kwargs) -> pd.DataFrame:

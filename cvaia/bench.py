@@ -182,7 +182,22 @@ def _fast_batches(cfg, root: Path, device: str):
 
 
 def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
-    """Train ``s.warmup + s.steps`` steps of one arm in this process; return its measurements."""
+    """Train ``s.warmup + s.steps`` steps of one arm in this process; return its measurements.
+
+    ``cudnn.benchmark`` as each arm's training sets it: on for the fast arm (like
+    :func:`cvaia.train.train` on CUDA: cuDNN times its kernels during the warm-up steps), off
+    (PyTorch's default) for the reference arm; the caller's setting is restored afterwards."""
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = arm == "fast"
+    try:
+        return _run_arm(model_name, arm, s)
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
     import torch
 
     from .devices import synchronize
@@ -252,6 +267,7 @@ def run_arm(model_name: str, arm: str, s: BenchSettings) -> dict:
         "precision": {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, "fp32"),
         "channels_last": channels_last,
         "attention": cfg.attention_impl, "threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,  # in effect during the timed steps
     }
     if cuda:
         result.update(cuda_step_memory(device, resident))

@@ -142,8 +142,14 @@ class Config:
                                 "gradient scaler), fp32, bf16 or fp16; other devices train in fp32",
                         choices=PRECISIONS)
     channels_last: bool = _f(True, "channels_last memory format on CUDA (other devices: NCHW)", hash=False)
-    sync_batchnorm: bool = _f(False, "SyncBatchNorm across the processes of a multi-GPU (DDP) job",
+    sync_batchnorm: bool = _f(False, "SyncBatchNorm across the processes of a multi-GPU (DDP) job; it costs a host "
+                                     "synchronisation in every BatchNorm layer's forward (torch's SyncBatchNorm "
+                                     "drops empty inputs' statistics with boolean masks: 27 layers in deeplabv3p, "
+                                     "34 in deeplabv3p_multitask), so the CPU waits for the GPU that often per step",
                               hash="nondefault")
+    dist_timeout: int = _f(1800, "seconds a process of a multi-GPU (torchrun) job waits in a collective for "
+                                 "the others (init_process_group's timeout) before the job fails; waiting for "
+                                 "another job that holds the run's lock has no timeout", hash=False)
     compile: bool = _f(False, "torch.compile the model", hash=False)
     data_path: str = _f("auto", "auto: preload decoded tensors when they fit, else a DataLoader",
                         choices=("auto", "preload", "loader"), hash=False)
@@ -175,7 +181,7 @@ class Config:
                 raise ConfigError(f"--{f.name}: expected a finite number, got {value}")
         positive = ("num_epochs", "batch_size", "batch_size_validation", "aug_input_crop_size",
                     "transformer_dim", "num_heads", "expansion", "num_bins",
-                    "log_every", "cross_attention_chunk", "accumulate_grad_batches",
+                    "log_every", "cross_attention_chunk", "accumulate_grad_batches", "dist_timeout",
                     "num_steps_visualization_interval", "visualize_img_grid_width")
         for name in positive:
             if getattr(self, name) <= 0:
@@ -241,9 +247,23 @@ class Config:
 
     @property
     def effective_precision(self) -> str:
-        """:meth:`precision_on` the device this config trains on here (``--device``; ``auto``:
-        CUDA when present). Part of the run hash: fp32 on a CPU whatever ``precision`` says."""
+        """:meth:`precision_on` the device this config trains on *here* (``--device``; ``auto``:
+        CUDA when this machine has it). Not part of the run hash (:meth:`hash_dict` holds
+        :attr:`precision_request`, which no machine changes); each run records the precision
+        it used in ``config.json`` and ``done.json``."""
         return self.precision_on(self.device)
+
+    @property
+    def precision_request(self) -> str:
+        """The precision asked for, the same on every machine: ``optimizer_float_16`` folded in
+        (the course flag means fp16 unless bf16 is asked for); ``fp32`` where ``--device``
+        names a device without autocast (``cpu``, ``mps``), whatever ``precision`` says.
+        ``auto`` stays ``auto`` (bf16 or fp16 on the GPU the job gets, fp32 without one)."""
+        if device_kind(self.device) not in ("auto", "cuda"):
+            return "fp32"
+        if self.optimizer_float_16 and self.precision in ("auto", "fp32"):
+            return "fp16"
+        return self.precision
 
     def channels_last_on(self, device) -> bool:
         """Whether training on ``device`` uses channels_last (``channels_last``, on CUDA only)."""
@@ -256,24 +276,33 @@ class Config:
     def hash_dict(self) -> dict[str, Any]:
         """The fields that change results, for the run hash.
 
-        ``precision`` is :attr:`effective_precision`; encoder weights other than ``random``
-        add ``pretrained_weights``, the SHA-256 of the file (:func:`cvaia.weights.weights_identity`). An empty ``dataset_root`` means "the default data set", which is the real miniscapes
-        when it is present and the synthetic set otherwise: the hash names which one, so runs
-        on synthetic data are never served once real data has been dropped in.
+        The precision part is :attr:`precision_request`, what was asked for, never what the
+        machine hashing the config has (a login node without a GPU and the GPU job it submits
+        name the same run folder; the precision a run used is in its ``config.json``):
+
+        - ``auto`` (the default), and any request on ``--device cpu``/``mps``:
+          ``precision: fp32`` with no ``autocast`` key — the keys these runs always had, so their
+          folders keep their names. The default request is one run wherever it trains: bf16 on
+          an Ampere-or-newer GPU, fp16 with a gradient scaler on older ones, fp32 on a CPU;
+        - an explicit ``bf16``/``fp16`` (or the course's ``optimizer_float_16``) for a job that
+          may run on CUDA (``--device auto``/``cuda``): ``precision`` and ``autocast`` hold it;
+          ``fp32`` likewise (``autocast: fp32``): on a GPU these are other runs than the default.
+
+        Encoder weights other than ``random`` add ``pretrained_weights``, the SHA-256 of the
+        file (:func:`cvaia.weights.weights_identity`). An empty ``dataset_root`` means "the
+        default data set", which is the real miniscapes when it is present and the synthetic set
+        otherwise: the hash names which one, so runs on synthetic data are never served once
+        real data has been dropped in.
         """
         values = self.to_dict()
         d = {f.name: values[f.name] for f in fields(self)
              if f.metadata.get("hash", True) is True
              or (f.metadata.get("hash") == "nondefault" and getattr(self, f.name) != _DEFAULTS[f.name])}
-        # The precision that is used (fp32 on a CPU, whatever the field says; on CUDA bf16 or
-        # fp16): a CPU run labelled bf16 is never served to a GPU request, and one precision is
-        # one run whichever fields asked for it (optimizer_float_16 is folded into it).
-        # Older versions hashed the requested precision, so an old CPU folder "in fp16" (really
-        # fp32) has the hash of {"precision": "fp16"}: autocast runs add a key no old hash had.
-        d["precision"] = self.effective_precision
-        d["optimizer_float_16"] = False
-        if d["precision"] != "fp32":
-            d["autocast"] = d["precision"]
+        request = self.precision_request
+        d["precision"] = "fp32" if request == "auto" else request
+        d["optimizer_float_16"] = False  # folded into the request
+        if request != "auto" and device_kind(self.device) in ("auto", "cuda"):
+            d["autocast"] = request
         from . import paths
 
         if not self.dataset_root:
@@ -322,12 +351,18 @@ def resolve_precision(precision: str, optimizer_float_16: bool, device_type: str
     return precision
 
 
+def device_kind(device) -> str:
+    """The kind of device a ``--device`` value (or ``torch.device``) asks for, on any machine:
+    ``auto``, ``cuda`` (also ``cuda:N``), ``cpu`` or ``mps``."""
+    return str(device).strip().lower().split(":")[0] or "auto"
+
+
 def _device_target(device) -> tuple[str, bool]:
     """``(device type, bf16 supported)`` of a ``torch.device`` or ``--device`` string, here.
 
     ``auto`` is CUDA when torch sees a GPU. bf16 needs compute capability 8.0 (Ampere) or
-    newer; a CUDA device named on a machine without one (a login node hashing a GPU job's
-    config) is assumed to have it.
+    newer; a CUDA device named on a machine without one is assumed to have it. (What this
+    machine has never enters a run hash: :attr:`Config.precision_request`.)
     """
     import torch
 
@@ -343,6 +378,8 @@ def _device_target(device) -> tuple[str, bool]:
         return "cuda", torch.cuda.get_device_capability(index) >= (8, 0)
     except (ValueError, RuntimeError, AssertionError):  # no such GPU: --device reports it when training
         return "cuda", True
+
+
 #: Smallest image side (and crop) the models take: the encoder's output stride.
 MIN_IMAGE_SIZE = 32
 

@@ -171,17 +171,20 @@ class Run:
             raise RunNotFoundError(f"{self.checkpoint_path(which)}: checkpoint not found (has the run finished an epoch?)")
         return rf.load_model(self.path, which, device)
 
-    def predict(self, rgb, which: str = "best", device="cpu", tta_flip: bool = False) -> dict[str, np.ndarray]:
+    def predict(self, rgb, which: str = "best", device=None, tta_flip: bool = False) -> dict[str, np.ndarray]:
         """Predict a batch of images with the run's model (cached per checkpoint and device).
 
         ``rgb``: uint8 images, numpy (H, W, 3) / (B, H, W, 3) or a torch tensor B×3×H×W. Images
         are cropped top-left to multiples of 32 like validation. Returns numpy arrays
         ``semseg`` (B, h, w) int64 class ids and/or ``depth`` (B, h, w) float32 metres.
+        ``device``: default :meth:`device`, the run's own ``--device`` here (a notebook's
+        ``DEVICE``).
         """
         import torch
 
         from .evaluate import predict_batch, rgb_to_batch
 
+        device = self.device() if device is None else device
         key = (which, str(device))
         if key not in self._models:
             self._models[key] = self.load_model(which, device)
@@ -194,6 +197,17 @@ class Run:
         if "depth" in out:
             result["depth"] = out["depth"][:, 0].float().cpu().numpy()
         return result
+
+    def device(self):
+        """The device the run's ``--device`` names on this machine (``auto``: the GPU when there
+        is one); a device this machine lacks (``cuda:1`` on a one-GPU node) falls back to ``auto``."""
+        from .config import ConfigError
+        from .devices import select_device
+
+        try:
+            return select_device(self.config.device)
+        except ConfigError:
+            return select_device("auto")
 
     def prepare_submission(self, device="cpu", batch_size: int | None = None, split: str = "test",
                            progress: bool = False) -> Path:
@@ -325,6 +339,17 @@ def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
+def _shown_identity(run: "Run") -> dict:
+    """The run's :meth:`Config.hash_dict` as a table shows it: ``precision`` is the one the run
+    used (``config.json``; the hash holds the one asked for, where ``auto`` reads ``fp32``)."""
+    d = run.config.hash_dict()
+    used = run.meta.get("precision")
+    if used is not None:
+        d.pop("autocast", None)
+        d["precision"] = used
+    return d
+
+
 def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
     """A DataFrame with one row per run: ``run`` (folder name), the config fields that differ
     between the runs, then ``columns`` (default: miou, si_log_rmse, score, train_time_s,
@@ -350,7 +375,7 @@ def results_table(runs: Sequence[Run], columns: Sequence[str] | None = None):
         warnings.warn(f"results_table: left out {len(bad)} unreadable run folder(s): " + " | ".join(bad),
                       stacklevel=2)
     runs = readable
-    cfgs = [r.config.hash_dict() for r in runs]
+    cfgs = [_shown_identity(r) for r in runs]
     varied = []
     # the union of the keys: some appear only in some configs (e.g. pretrained_weights, which
     # a random-init config has not)

@@ -7,7 +7,9 @@ saved); on a CPU it ends exactly like an uninterrupted run, on CUDA not bitwise 
 and atomics in backward kernels; README "Resuming"); a finished run is returned at once (``force=True`` retrains it, the old
 folder moved aside); ``<run>/.lock`` makes two processes asking for one run train it once; a
 NaN/inf loss or NaN/inf weights stop with :class:`~cvaia.run_folder.TrainingDiverged` naming
-the step, keeping the last good checkpoint (a non-finite one is never written). A finished run
+the step, keeping the last good checkpoint (a non-finite one is never written); under fp16 with a
+gradient scaler a non-finite loss is a skipped step, and only more than
+:data:`MAX_SKIPPED_STEPS` in a row diverge. A finished run
 is read without its lock (a read-only store serves it); one trained on data that changed since
 is retrained; an unwritable store raises :class:`~cvaia.run_folder.RunStoreError`; an attempt
 that fails before its first checkpoint leaves no folder. Course options: gradient accumulation
@@ -33,6 +35,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +47,7 @@ import torch.nn as nn
 from . import paths
 from . import run_folder as rf
 from .config import MIN_IMAGE_SIZE, Config, ConfigError, make_config
-from .data.miniscapes import check_image_size
+from .data.miniscapes import MiniscapesSplit, check_image_size
 from .data.train_batches import choose_data_path, training_data
 from .devices import PowerMeter, cuda_peak_memory_mb, peak_rss_mb, select_device
 from .distributed import (
@@ -54,13 +57,18 @@ from .distributed import (
     all_reduce_sum,
     barrier,
     broadcast,
+    broadcast_buffers_,
     gather_objects,
+    main_ready,
+    seed_rank,
     setup_distributed,
     sync_batchnorm,
     teardown_distributed,
+    wait_for_main,
 )
+from .errors import ConfigNotice
 from .files import sigint_deferred
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, load_optimizer_state
 from .params import count_parameters
 from .rng import get_rng_state, seed_everything, set_rng_state
 from .run_folder import TrainingDiverged
@@ -71,14 +79,16 @@ __all__ = ["TrainResult", "TrainingDiverged", "autocast_dtype", "best_key", "sel
 
 class LossSums:
     """Sums of the loss and its task parts over micro-batches, kept on the device (adding
-    them synchronises nothing; :meth:`means` reads them back once)."""
+    them synchronises nothing; :meth:`means` reads them back once). A micro-batch with a
+    non-finite loss is not summed (under fp16 with a gradient scaler its step is skipped)."""
 
     def __init__(self, tasks, device: torch.device) -> None:
-        self.sums = torch.zeros(1 + len(tasks), device=device)  # total, then one per task
-        self.tasks, self.n = tuple(tasks), 0
+        self.sums = torch.zeros(2 + len(tasks), device=device)  # finite micro-batches, total, one per task
+        self.tasks, self.n = tuple(tasks), 0  # n: micro-batches added, finite or not
 
     def add(self, total: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        self.sums += torch.stack([total, *(parts[t].detach() for t in self.tasks)])
+        values = torch.stack([total.new_ones(()), total, *(parts[t].detach() for t in self.tasks)])
+        self.sums += torch.where(torch.isfinite(values).all(), values, torch.zeros_like(values))
         self.n += 1
 
     def reset(self) -> None:
@@ -86,10 +96,27 @@ class LossSums:
         self.n = 0
 
     def means(self, info: DistInfo) -> list[float]:
-        """``[mean total, mean per task...]`` over the added micro-batches (and the ranks)."""
+        """``[mean total, mean per task...]`` over the finite micro-batches added (and the ranks);
+        NaN when there was none."""
         sums = self.sums.clone()
-        all_reduce_mean_([sums], info)
-        return [v / self.n for v in sums.tolist()]
+        if info.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+        count, *values = sums.tolist()
+        return [v / count if count else math.nan for v in values]
+
+
+#: Under fp16 with a gradient scaler a non-finite loss skips its optimizer step (the scaler
+#: lowers its scale and the run goes on); this many skipped steps in a row — the halvings that
+#: take the scaler from its initial 2**16 to 1 — make the run diverged: lowering the scale no
+#: longer helps.
+MAX_SKIPPED_STEPS = 16
+
+
+def grad_scaler(amp_dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """The trainer's gradient scaler: enabled for fp16 autocast (CUDA) only."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
 
 class TrainResult(NamedTuple):
@@ -115,6 +142,34 @@ def rank_rng_state(ckpt: dict, rank: int, world_size: int) -> dict:
     if states and len(states) == world_size:
         return states[rank]
     return ckpt["rng"]
+
+
+def crop_fill_share(crop: int, scale_max: float, height: int, width: int) -> float:
+    """The share of every training crop that lies outside ``height``×``width`` images (filled,
+    ignored by the losses): a ``crop``-pixel crop covers ``crop / scale`` image pixels a side, so
+    at least this share at the largest scale ``scale_max``; 0 when the crop fits."""
+    side = crop / scale_max
+    return max(0.0, 1.0 - min(side, height) * min(side, width) / side**2)
+
+
+def crop_notice(cfg: Config, root: Path) -> tuple[str, float] | None:
+    """``(message, fill share)`` when ``cfg``'s crops exceed the training images of ``root``
+    (e.g. 256² crops of the 128×256 synthetic set: half of every crop is fill), else None."""
+    height, width = MiniscapesSplit(root, "train").image_size
+    share = crop_fill_share(cfg.aug_input_crop_size, cfg.aug_geom_scale_max, height, width)
+    if share <= 0:
+        return None
+    return (f"--aug_input_crop_size {cfg.aug_input_crop_size} exceeds the training images of {root} "
+            f"({height}x{width}): {share:.0%} of every crop is fill that no loss sees, so each step learns from "
+            f"less than its batch suggests; use crops of at most {min(height, width)} or a data set of larger "
+            f"images (--dataset_root)", share)
+
+
+def job_data_path(cfg: Config, root: Path, info: DistInfo) -> str:
+    """The data path of the whole job: rank 0's :func:`~cvaia.data.train_batches.choose_data_path`
+    on every rank (each rank judging its own free memory could pick another path, e.g. on
+    another node, and the ranks would then draw different batches)."""
+    return broadcast(choose_data_path(cfg, root) if info.is_main else None, info)
 
 
 def training_peak_mb(device: torch.device, data_bytes: int, info: DistInfo) -> float | None:
@@ -152,6 +207,25 @@ def selection_value(metrics: dict, tasks) -> tuple[float, float] | None:
     return value
 
 
+def served_precision_note(cfg: Config, run_dir: Path) -> str:
+    """``"; it trained in fp32 on cpu, here it would train in bf16 on cuda"`` when a finished
+    run of ``cfg`` used another precision than this machine would (the run hash holds the
+    precision asked for, :attr:`Config.precision_request`, not the machine's), else ``""``."""
+    try:
+        meta = rf.read_json(Path(run_dir) / rf.CONFIG_FILE)
+    except (OSError, ValueError):
+        return ""
+    used, here = meta.get("precision"), cfg.effective_precision
+    if used is None or used == here:
+        return ""
+    try:
+        target = select_device(cfg.device).type
+    except ConfigError:  # e.g. --device cuda where there is none: nothing trains here anyway
+        target = cfg.device
+    device = str(meta.get("device", "?")).split(":")[0]
+    return f"; it trained in {used} on {device}, here it would train in {here} on {target}"
+
+
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool = True, force: bool = False,
           progress: bool | Callable[[dict], None] | None = None,
           resume_from: str | os.PathLike | None = None, verify_data: bool = False) -> TrainResult:
@@ -182,9 +256,12 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, *, resume: bool
             if info.is_main and not cfg.quiet:
                 print(f"[cvaia] {msg}", flush=True)
 
-        # A finished run is read, never locked: a read-only store still serves it.
-        if not force and rf.is_finished(run_dir) and rf.data_mismatch(run_dir, root, verify_data) is None:
-            log(f"run already finished: {run_dir} (force=True / --force retrains it)")
+        # A finished run is read, never locked: a read-only store still serves it. Rank 0's
+        # view decides for every rank (a rank that looked a moment earlier would wait forever).
+        finished = info.is_main and not force and rf.is_finished(run_dir) and rf.data_mismatch(run_dir, root, verify_data) is None
+        if broadcast(finished, info):
+            log(f"run already finished: {run_dir} (force=True / --force retrains it)"
+                + served_precision_note(cfg, run_dir))
             _submission(cfg, run_dir, info, log)
             return TrainResult(run_dir, False)
         try:
@@ -218,14 +295,19 @@ def _train_locked(cfg: Config, run_dir: Path, root: Path, info: DistInfo, resume
         except BaseException as exc:
             if lock is not None:
                 lock.release()
+            main_ready(info)
             broadcast(f"error:{exc}", info)
             raise
+        main_ready(info)
+    else:  # rank 0 may wait for the lock for hours: not inside a collective, which would time out
+        wait_for_main(info)
     decision = broadcast(decision, info)
     if decision.startswith("error:"):
         raise RuntimeError(f"rank 0 failed to prepare the run folder: {decision[6:]}")
     try:
         if decision == "done":
-            log(f"run already finished: {run_dir} (force=True / --force retrains it)")
+            log(f"run already finished: {run_dir} (force=True / --force retrains it)"
+                + served_precision_note(cfg, run_dir))
             _submission(cfg, run_dir, info, log)
             return TrainResult(run_dir, False)
         if decision == "diverged":
@@ -271,7 +353,7 @@ class _Trainer:
         from .models import build_model
 
         cfg, info = self.cfg, self.info
-        self.device = select_device(cfg.device, info.local_rank if info.enabled else None)
+        self.device = select_device(cfg.device, info.cuda_index if info.enabled else None)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
             torch.backends.cudnn.benchmark = True
@@ -284,7 +366,13 @@ class _Trainer:
         self.root = paths.resolve_dataset_root(cfg.dataset_root)
         check_image_size(self.root, ("train", "val", "test") if cfg.prepare_submission else ("train", "val"),
                          MIN_IMAGE_SIZE)
-        self.data_path = choose_data_path(cfg, self.root)
+        self.data_path = job_data_path(cfg, self.root, info)
+        self.crop_fill = 0.0
+        notice = crop_notice(cfg, self.root)
+        if notice is not None:
+            self.crop_fill = notice[1]
+            if info.is_main:  # once per run (the CLI prints it as one [cvaia] line, a notebook shows it)
+                warnings.warn(notice[0], ConfigNotice, stacklevel=2)
 
         seed_everything(cfg.seed)
         self.model = sync_batchnorm(build_model(cfg).to(self.device), info, self.device, cfg.sync_batchnorm)
@@ -304,7 +392,8 @@ class _Trainer:
         self.optimizer = build_optimizer(cfg, self.model, self.loss_fn, self.device)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.optim_steps_per_epoch * cfg.num_epochs)
         self.amp_dtype = autocast_dtype(cfg, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = grad_scaler(self.amp_dtype)
+        self.skip_streak = torch.zeros((), dtype=torch.long, device=self.device)  # skipped fp16 steps in a row
 
         net: nn.Module = self.model
         if info.enabled:
@@ -315,6 +404,7 @@ class _Trainer:
         if cfg.compile:
             net = torch.compile(net)
         self.net = net
+        seed_rank(cfg.seed, info)  # each rank its own dropout masks (the model is built: same on every rank)
 
         self.key = best_key(self.tasks)
         self.start_epoch, self.step = 0, 0
@@ -325,8 +415,7 @@ class _Trainer:
         if self.resume:
             self._load_checkpoint()
         elif info.is_main:
-            rf.write_metadata(self.run_dir, rf.run_metadata(cfg, self.root, self.device, info.world_size,
-                                                            self.data_path))
+            rf.write_metadata(self.run_dir, self._metadata())
         self.tb = None
         if info.is_main:
             observer = Observer.for_run(cfg, self.tasks, self.root)
@@ -335,11 +424,16 @@ class _Trainer:
             self.tb = TensorBoardLog(self.run_dir / rf.TB_DIR, observer, purge_step=self.step if self.resume else None)
         self.power = PowerMeter(self.device).start()  # every rank reads its own GPU
 
+    def _metadata(self) -> dict:
+        """The new run's ``config.json``; ``crop_fill_share``: the share of each crop outside the images."""
+        meta = rf.run_metadata(self.cfg, self.root, self.device, self.info.world_size, self.data_path)
+        meta["crop_fill_share"] = self.crop_fill
+        return meta
+
     def _load_checkpoint(self) -> None:
         path = rf.checkpoint_path(self.run_dir, "last")
         if self.info.is_main and not rf.is_run_folder(self.run_dir):  # adopted from --resume PATH alone
-            rf.write_metadata(self.run_dir, rf.run_metadata(self.cfg, self.root, self.device,
-                                                            self.info.world_size, self.data_path))
+            rf.write_metadata(self.run_dir, self._metadata())
         # On the CPU: load_state_dict copies to the model's device, and RNG states must stay
         # CPU byte tensors (a GPU-mapped state crashed torch.cuda.set_rng_state). Read safely
         # (tensors only); a broken last.pt falls back to the newest intact checkpoint.
@@ -349,7 +443,7 @@ class _Trainer:
             raise ConfigError(f"{path}: checkpoint of another configuration (hash {stored}, "
                               f"expected {self.cfg.config_hash()})")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"])  # in the parameters' memory layout
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.loss_fn.load_state_dict(ckpt["loss"])
         if ckpt.get("scaler"):
@@ -416,6 +510,7 @@ class _Trainer:
         mean_total, mean_parts, lr, train_time = self.train_one_epoch(epoch)
         self._check_weights(epoch)
 
+        broadcast_buffers_(self.model, info)  # evaluate what rank 0 saves
         t1 = time.perf_counter()
         result = evaluate(self.model, self.val, tasks=self.tasks, device=self.device,
                           batch_size=cfg.batch_size_validation, max_images=cfg.max_val_images,
@@ -464,7 +559,12 @@ class _Trainer:
         t0 = time.perf_counter()
 
         window, whole = LossSums(tasks, dev), LossSums(tasks, dev)  # since the last log line; the epoch
-        first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+        first_bad = torch.full((), -1, dtype=torch.long, device=dev)  # the step the run diverged at
+        # fp16 + gradient scaler: non-finite steps are skipped; `streak` counts them in a row
+        skipping = self.scaler.is_enabled()
+        step_bad = torch.zeros((), dtype=torch.bool, device=dev)
+        streak = self.skip_streak  # carried over from the previous epoch
+        skipped = torch.zeros((), dtype=torch.long, device=dev)
 
         bar = None
         batches = self.data.batches(epoch)
@@ -498,12 +598,19 @@ class _Trainer:
             # Bookkeeping on the device (no host synchronisation), for the optimizer step this
             # micro-batch belongs to.
             total = total.detach()
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total),
-                                    torch.full_like(first_bad, self.step + 1), first_bad)
+            step_bad |= ~torch.isfinite(total)
             window.add(total, parts)
             whole.add(total, parts)
             if not last_of_group:
                 continue
+            if skipping:  # GradScaler skips this step (its gradients are not finite either)
+                streak = torch.where(step_bad, streak + 1, torch.zeros_like(streak))
+                skipped += step_bad.long()
+                diverged = streak > MAX_SKIPPED_STEPS
+            else:
+                diverged = step_bad
+            first_bad = torch.where((first_bad < 0) & diverged, torch.full_like(first_bad, self.step + 1), first_bad)
+            step_bad = torch.zeros_like(step_bad)
             if info.enabled and loss_params:
                 all_reduce_mean_([p.grad for p in loss_params if p.grad is not None], info)
             if cfg.grad_clip > 0:
@@ -518,13 +625,26 @@ class _Trainer:
                 window.reset()
             if self.tb is not None and self.tb.due(self.step):
                 self._visualize(rgb, targets, outputs)
+        if whole.n != n_batches:  # a data path that lost batches would otherwise leave steps undone
+            raise RuntimeError(f"epoch {epoch + 1}: the training data ({self.data_path} path) gave {whole.n} of "
+                               f"its {n_batches} batches")
         if window.n:
             self._log_window(epoch, window, first_bad, lr, bar)
         if bar is not None:
             bar.close()
+        self.skip_streak = streak
         self._check_finite(first_bad, epoch)
+        if skipping:
+            n_skipped = all_reduce_max(int(skipped.item()), info, dev)
+            if n_skipped:
+                self.log(f"epoch {epoch + 1}: {n_skipped} optimizer step(s) skipped: the fp16 loss was not finite "
+                         f"(the gradient scaler lowered its scale; more than {MAX_SKIPPED_STEPS} in a row "
+                         f"would stop the run as diverged)")
 
         mean_total, *means = whole.means(info)
+        if not math.isfinite(mean_total):  # every step of the epoch was skipped
+            raise rf.divergence(self.run_dir, f"no optimizer step of epoch {epoch + 1} had a finite loss",
+                                epoch + 1, self.step)
         mean_parts = dict(zip(tasks, means, strict=True))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

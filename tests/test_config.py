@@ -98,19 +98,28 @@ def test_float16_flag_sets_the_effective_precision_without_mutating():
 
 def test_run_hashes_are_unchanged(tmp_path, monkeypatch):
     """Hashes of a few configs as computed before the config/registry refactor: existing run
-    folders stay cache hits."""
+    folders stay cache hits — on a machine with or without a GPU (issue 18: the hash holds the
+    precision asked for, never the machine's)."""
     monkeypatch.setenv("CVAIA_DATA_DIR", str(tmp_path))  # the default data set is the synthetic one
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # hashes as on a CPU machine
+    monkeypatch.setattr("torch.cuda.current_device", lambda: 0)
+    monkeypatch.setattr("torch.cuda.get_device_capability", lambda d=None: (9, 0))
     cases = [({}, "67a6222d7a"), ({"optimizer": "adam", "optimizer_lr": 1e-4}, "d8948d8756"),
-             # on a CPU these train in fp32, so they are the default run (issue 10; before:
-             # 12437ec3db, 87bfdcd7f7, f3d2084b3d, runs labelled fp16/bf16 that were fp32)
-             ({"optimizer_float_16": True}, "67a6222d7a"), ({"precision": "fp16"}, "67a6222d7a"),
-             ({"optimizer_float_16": True, "precision": "bf16"}, "67a6222d7a"),
              ({"model_name": "adaptive_depth", "tasks": "depth"}, "3288b8f3a8"),
              ({"model_name": "cross_attention_multitask", "dataset_root": "/tmp/x"}, "dfe95268d6"),
-             ({"tasks": "semseg", "seed": 3}, "a61d067b05")]
-    for overrides, expected in cases:
-        assert make_config(**overrides).config_hash() == expected, overrides
+             ({"tasks": "semseg", "seed": 3}, "a61d067b05"),
+             # --device cpu: every precision is fp32, the default run
+             ({"device": "cpu", "precision": "fp16"}, "67a6222d7a"),
+             ({"device": "cpu", "optimizer_float_16": True}, "67a6222d7a"),
+             # An explicit mixed-precision request for a job that may run on a GPU (--device
+             # auto): its own run, on every machine. Issue 10 hashed these as the default run
+             # (67a6222d7a) where the machine hashing them had no GPU and as the runs below where
+             # it had one; these are the hashes they had on a GPU machine.
+             ({"optimizer_float_16": True}, "e109cf6db8"), ({"precision": "fp16"}, "e109cf6db8"),
+             ({"optimizer_float_16": True, "precision": "bf16"}, "44b525b143")]
+    for gpu in (False, True):
+        monkeypatch.setattr("torch.cuda.is_available", lambda g=gpu: g)
+        for overrides, expected in cases:
+            assert make_config(**overrides).config_hash() == expected, (overrides, gpu)
 
 
 def test_default_dataset_is_part_of_the_hash(tmp_path, monkeypatch):

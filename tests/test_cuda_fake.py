@@ -126,12 +126,17 @@ def _check_precision_flow(log: OpLog, out: dict, dtype: torch.dtype) -> None:
     # No concat promotes low-precision activations to fp32 (mixed-dtype inputs).
     for ins, _ in log.ops(aten.cat):
         assert len({t.dtype for t in ins}) == 1, [t.dtype for t in ins]
-    # No bilinear resize of a low-precision tensor is upcast to fp32 (autocast's fp32 policy).
+    # No bilinear resize of a low-precision tensor hands an fp32 result on (autocast's fp32
+    # policy): a resize computed in fp32 (issue 18: so is its backward) is cast straight back.
     for ins, outs in log.ops(aten.upsample_bilinear2d):
         src = ins[0]
         while id(src) in log.producer and log.calls[log.producer[id(src)]][0] is aten._to_copy:
             src = log.calls[log.producer[id(src)]][1][0]
-        assert src.dtype == outs[0].dtype, f"upsample of a {src.dtype} tensor ran in {outs[0].dtype}"
+        if src.dtype == outs[0].dtype:
+            continue
+        back = [o for _, i, o in ((c[0], c[1], c[2]) for c in log.calls if c[0] is aten._to_copy)
+                if i and i[0] is outs[0]]
+        assert back and back[0][0].dtype == src.dtype, f"upsample of a {src.dtype} tensor ran in {outs[0].dtype}"
     # Log-depth and bin depths are computed in fp32 before exp, and so is the returned depth.
     exps = log.ops(aten.exp)
     assert exps, "no exp in a depth model"
@@ -211,6 +216,27 @@ def test_augmentation_on_the_gpu(fake_cuda, geometric):
         assert (y.dtype, tuple(y.shape)) == (torch.int64, (3, 32, 32))
         assert (d.dtype, tuple(d.shape)) == (torch.float32, (3, 1, 32, 32))
         assert not log.host_copies, log.host_copies
+
+
+def test_resizes_compute_in_fp32_and_return_the_inputs_dtype(fake_cuda):
+    """Issue 18, item 12: every bilinear resize of a bf16/fp16 activation runs on an fp32 input
+    (so autograd's upsample_bilinear2d_backward accumulates in fp32, not with bf16 atomics) and
+    its result is cast back to the activation's dtype (the concats stay low precision)."""
+    cfg = _cfg("deeplabv3p")
+    model = _cuda_model(cfg).train()
+    for dtype in LOW:
+        net = copy.deepcopy(model)
+        with fake_cuda() as log:
+            net = net.to("cuda")
+            x = torch.randn(2, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=dtype):
+                net(x)
+            ups = log.ops(aten.upsample_bilinear2d)
+            assert ups
+            for ins, outs in ups:
+                assert ins[0].dtype == outs[0].dtype == torch.float32, (ins[0].dtype, outs[0].dtype)
+            for ins, _ in log.ops(aten.cat):
+                assert {t.dtype for t in ins} == {dtype}, [t.dtype for t in ins]
 
 
 def test_the_harness_catches_host_syncs_and_fp32_upcasts(fake_cuda):

@@ -274,30 +274,69 @@ def test_precision_auto_resolves_per_device():
     assert cfg.channels_last_on(torch.device("cuda", 0))
 
 
-def test_a_cpu_run_is_not_served_to_a_gpu_request(monkeypatch, tmp_path):
-    """The hash holds the effective precision: fp32 on a CPU whatever the field says (a CPU run
-    "in bf16" is an fp32 run), bf16/fp16 on a GPU — so a finished CPU run never answers a GPU
-    request, and one precision is one run however it was asked for."""
+def test_run_identity_does_not_depend_on_the_machine_that_hashes_it(monkeypatch, tmp_path):
+    """Issue 18, item 1: a login node without a GPU and the GPU job it submits name the same run
+    folder (before: fp32 on the login node, bf16 in the job: `sweep --no_wait` printed folders
+    that never existed and re-submitting queued finished runs again). The hash holds the
+    precision asked for; explicit requests stay apart from the default; on --device cpu every
+    request is the default (fp32) run."""
+    from cvaia import run_folder as rf
     from cvaia.config import make_config
 
     monkeypatch.setenv("CVAIA_DATA_DIR", str(tmp_path))
-    cpu = {p: make_config(precision=p, device="cpu").config_hash() for p in ("auto", "fp32", "bf16", "fp16")}
-    assert len(set(cpu.values())) == 1
-    assert make_config(device="cpu", optimizer_float_16=True).config_hash() == cpu["auto"]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CVAIA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    capability = {"value": (9, 0)}
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability["value"])
-    gpu = make_config(device="auto")
-    bf16_hash = gpu.config_hash()
-    assert gpu.effective_precision == "bf16" and bf16_hash != cpu["auto"]
-    assert bf16_hash == make_config(precision="bf16").config_hash()
-    capability["value"] = (7, 5)  # a T4 / V100: fp16 + GradScaler
-    assert make_config().effective_precision == "fp16"
-    assert make_config().config_hash() == make_config(precision="fp16").config_hash() != bf16_hash
-    assert make_config(optimizer_float_16=True).config_hash() == make_config(precision="fp16").config_hash()
+    requests = [dict(), dict(precision="bf16"), dict(precision="fp16"), dict(precision="fp32"),
+                dict(optimizer_float_16=True), dict(device="cuda"), dict(device="cpu", precision="bf16"),
+                dict(model_name="adaptive_depth", tasks="depth", precision="fp16")]
+    seen = {}
+    for gpu, capability in ((False, None), (True, (9, 0)), (True, (7, 5))):  # login node, A100/H100, V100/T4
+        monkeypatch.setattr(torch.cuda, "is_available", lambda g=gpu: g)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        for i, kw in enumerate(requests):
+            folder = rf.run_dir_for(make_config(**kw))
+            assert seen.setdefault(i, folder) == folder, (kw, gpu, capability)
+    hashes = {i: make_config(**kw).config_hash() for i, kw in enumerate(requests)}
+    assert hashes[0] == hashes[5] == hashes[6] == make_config(device="cpu").config_hash()
+    assert len({hashes[1], hashes[2], hashes[3], hashes[0]}) == 4  # on a GPU: four different runs
+    assert hashes[4] == hashes[2]  # the course flag is fp16
     # ... and differs from the hash an older version gave a CPU run "in fp16" (really fp32)
     assert make_config(precision="fp16").config_hash() != "87bfdcd7f7"
+
+
+def test_precision_on_the_machine_is_still_resolved_there(monkeypatch):
+    """What training here uses (not part of the hash): bf16 on Ampere+, fp16 on older GPUs, fp32 without."""
+    from cvaia.config import make_config
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    capability = {"value": (9, 0)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability["value"])
+    assert make_config().effective_precision == "bf16"
+    capability["value"] = (7, 5)
+    assert make_config().effective_precision == "fp16"
+    assert make_config(device="cpu", precision="bf16").effective_precision == "fp32"
+
+
+def test_a_finished_run_served_to_another_machine_says_what_it_used(tiny_root, tmp_path, monkeypatch, capsys):
+    """The default request trained on a CPU is the run a GPU machine is served (one identity);
+    the run says in which precision it trained, and the log says so when this machine would differ."""
+    from cvaia.config import make_config
+    from cvaia.runs import Run
+    from cvaia.train import served_precision_note, train
+
+    cfg = make_config(dataset_root=str(tiny_root), aug_input_crop_size=32, batch_size=2, num_epochs=1,
+                      max_train_images=2, max_val_images=2, quiet=True)  # --device auto, on this CPU
+    result = train(cfg, run_dir=tmp_path / "run")
+    assert Run(result.run_dir).meta["precision"] == "fp32" and served_precision_note(cfg, result.run_dir) == ""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    note = served_precision_note(cfg, result.run_dir)
+    assert note == "; it trained in fp32 on cpu, here it would train in bf16 on cuda"
+    again = train(cfg.replace(quiet=False), run_dir=tmp_path / "run")
+    assert not again.trained and note in capsys.readouterr().out
 
 
 def test_a_run_records_the_precision_and_device_it_used(tiny_root, tmp_path):
@@ -363,3 +402,117 @@ def test_resume_with_dropout_equals_uninterrupted_on_cpu(tiny_root, tmp_path):
     a = torch.load(full.path / "checkpoints" / "last.pt", weights_only=False)["model"]
     b = torch.load(part.path / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- issue 18, item 5: resuming with another memory format -----------------------------------------
+def _layout_net():
+    # no bias before the BatchNorm: its true gradient is 0, and Adam would turn the rounding
+    # noise of that gradient into full-size steps that differ between any two kernels
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 4, 3))
+
+
+@pytest.mark.parametrize("saved_channels_last", [True, False], ids=["cl-to-nchw", "nchw-to-cl"])
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_optimizer_state_takes_the_parameters_layout_on_load(saved_channels_last, kind):
+    """Issue 18, item 5. Fused optimizers (CUDA's; here the CPU's) index parameter, gradient and
+    moments by memory offset: moments loaded in the checkpoint's layout update wrong elements.
+    After load_optimizer_state one step of the resumed model (other layout) equals the step the
+    uninterrupted one takes; the plain load_state_dict does not (the harness sees the bug)."""
+    import copy
+
+    from cvaia.optim import load_optimizer_state
+
+    def make(params, **kw):
+        if kind == "adam":
+            return torch.optim.Adam(params, lr=1e-2, **kw)
+        return torch.optim.SGD(params, lr=1e-2, momentum=0.9, **kw)
+
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    a = _layout_net()
+    if saved_channels_last:
+        a = a.to(memory_format=torch.channels_last)
+    opt = make(a.parameters(), fused=True)
+    for _ in range(3):
+        opt.zero_grad()
+        a(x).square().mean().backward()
+        opt.step()
+    model_state, opt_state = copy.deepcopy(a.state_dict()), copy.deepcopy(opt.state_dict())
+    opt.zero_grad()
+    a(x).square().mean().backward()
+    opt.step()
+    uninterrupted = [p.detach().clone() for p in a.parameters()]
+
+    def resume_and_step(load, **kw):
+        b = _layout_net()
+        if not saved_channels_last:
+            b = b.to(memory_format=torch.channels_last)
+        b.load_state_dict(model_state)
+        o = make(b.parameters(), **kw)
+        converted = load(o, copy.deepcopy(opt_state))  # (a loaded state aliases the dict's tensors)
+        o.zero_grad()
+        b(x).square().mean().backward()
+        o.step()
+        return [p.detach().clone() for p in b.parameters()], converted, o
+
+    def plain(o, s):
+        o.load_state_dict(s)
+
+    def gap(ps):
+        return max(float((p - q).abs().max()) for p, q in zip(ps, uninterrupted, strict=True))
+
+    fixed, converted, _ = resume_and_step(load_optimizer_state, fused=True)
+    broken, _, _ = resume_and_step(plain, fused=True)
+    assert converted == (4 if kind == "adam" else 2)  # the two conv weights' moments / momenta
+    assert gap(fixed) < 1e-6 and gap(broken) > 1e-3, (gap(fixed), gap(broken))
+    # the kernel is this optimizer's, not the checkpoint's: a CUDA (fused) run resumed on a CPU
+    # takes the CPU's foreach kernel (before: load_state_dict switched it to the fused one)
+    foreach, _, o = resume_and_step(load_optimizer_state, foreach=True)
+    assert [(g["fused"], g["foreach"]) for g in o.param_groups] == [(None, True)]
+    assert gap(foreach) < 1e-6
+    _, _, o = resume_and_step(plain, foreach=True)
+    assert o.param_groups[0]["fused"] is True  # what torch does on its own
+
+
+def test_a_run_resumed_in_another_memory_format_continues_correctly(tiny_root, tmp_path, monkeypatch):
+    """A run trained channels_last with the fused optimizer (as on CUDA) and resumed in NCHW
+    with foreach (as on a CPU): the resumed trainer's optimizer state has the parameters' strides
+    and this device's kernel (before: the checkpoint's strides, and the fused kernel, which then
+    updated wrong elements)."""
+    from cvaia import optim
+    from cvaia import train as train_mod
+    from cvaia.config import Config, make_config
+
+    class Stop(RuntimeError):
+        pass
+
+    def stop(row):
+        raise Stop
+
+    built = []
+
+    def recording(*args, **kw):
+        built.append(optim.build_optimizer(*args, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(train_mod, "build_optimizer", recording)
+    cfg = make_config(dataset_root=str(tiny_root), num_epochs=2, aug_input_crop_size=32, batch_size=2,
+                      max_train_images=4, max_val_images=2, optimizer="adam", optimizer_lr=1e-3, device="cpu",
+                      quiet=True)
+    monkeypatch.setattr(optim, "optimizer_kernel", lambda device: {"fused": True})
+    monkeypatch.setattr(Config, "channels_last_on", lambda self, device: True)
+    with pytest.raises(Stop):
+        train_mod.train(cfg, run_dir=tmp_path / "run", progress=stop)
+    first = built[-1]
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for g in first.param_groups for p in g["params"])
+    monkeypatch.setattr(optim, "optimizer_kernel", lambda device: {"foreach": True})
+    monkeypatch.setattr(Config, "channels_last_on", lambda self, device: False)
+    train_mod.train(cfg, run_dir=tmp_path / "run")
+    resumed = built[-1]
+    assert all(g.get("fused") is not True and g["foreach"] is True for g in resumed.param_groups)
+    mismatched = [(tuple(p.shape), k) for g in resumed.param_groups for p in g["params"]
+                  for k, v in resumed.state[p].items() if torch.is_tensor(v) and v.shape == p.shape
+                  and v.stride() != p.stride()]
+    assert not mismatched, mismatched[:3]

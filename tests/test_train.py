@@ -80,11 +80,11 @@ def test_run_learns(tiny_root, isolated_dirs):
     assert meta["config"] == cfg.to_dict() and meta["versions"]["torch"] == torch.__version__
     assert (run.path / "tb").is_dir() and any((run.path / "tb").iterdir())
     # A finished run keeps weights and bookkeeping, not the optimizer state only a resume needs.
-    ckpt = torch.load(run.path / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run.path / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "loss", "epoch", "step", "config", "best_epoch"} <= set(ckpt) and ckpt["slim"]
     assert not {"optimizer", "scheduler", "rng"} & set(ckpt)
     assert (ckpt["epoch"], ckpt["step"]) == (4, 8)
-    best = torch.load(run.path / "checkpoints" / "best.pt", weights_only=False)
+    best = torch.load(run.path / "checkpoints" / "best.pt", weights_only=True)
     assert "optimizer" not in best and best["epoch"] == final["best_epoch"]
 
 
@@ -97,7 +97,7 @@ def test_kill_and_resume_matches_uninterrupted(tiny_root, tmp_path):
     with pytest.raises(Killed):
         train(cfg, run_dir=part, progress=kill_after_epoch(1))
     assert not (part / "done.json").exists()
-    ckpt = torch.load(part / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(part / "checkpoints" / "last.pt", weights_only=True)
     assert (ckpt["epoch"], ckpt["step"]) == (1, 2)
     # Simulate log rows written after the last checkpoint by the killed process.
     with open(part / "steps.csv", "a") as fh:
@@ -112,8 +112,8 @@ def test_kill_and_resume_matches_uninterrupted(tiny_root, tmp_path):
     for key in ("miou", "si_log_rmse", "pixel_acc", "train_loss", "step"):
         assert a.final[key] == b.final[key], key
     assert np.array_equal(a.confusion, b.confusion)
-    sa = torch.load(full / "checkpoints" / "last.pt", weights_only=False)["model"]
-    sb = torch.load(part / "checkpoints" / "last.pt", weights_only=False)["model"]
+    sa = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
+    sb = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert b.meta["resumed"][0]["at_step"] == 2
 
@@ -139,7 +139,7 @@ def test_nan_loss_raises_and_keeps_last_checkpoint(tiny_root, tmp_path, monkeypa
         train(cfg, run_dir=run_dir)
     assert info.value.step == 3
     assert not (run_dir / "done.json").exists()
-    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert json.loads((run_dir / "diverged.json").read_text())["step"] == 3

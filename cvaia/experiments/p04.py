@@ -503,6 +503,17 @@ def exponent_sentence(k_time: float, k_flops: float, x_from: int, x_to: int, D: 
             f"to the N² terms; the quadratic law is the limit N ≫ 2D. The measured time exponent is {quad}.")
 
 
+def cost_table(P: Mapping) -> pd.DataFrame:
+    """The attention-cost grid (``COST_GRID`` around ``COST_BASE``) on the notebook's ``DEVICE``
+    (:func:`cvaia.attention_cost.cost_table`; on a GPU the points that would not fit its free
+    memory are skipped, :func:`cvaia.attention_cost.skipped_note`)."""
+    from ..attention_cost import cost_table as measure
+    from ..devices import select_device
+
+    return measure(P["COST_GRID"], P["COST_BASE"], rounds=P["COST_ROUNDS"], min_run_time=P["COST_MIN_RUN_S"],
+                   device=select_device(P["DEVICE"]))
+
+
 def memory_curves(cost: pd.DataFrame, vary: str, mode: str = "forward+backward") -> pd.DataFrame:
     """Long table for :func:`cvaia.plots.cost_curves` of one sweep: ``vary``, ``mib`` and
     ``what`` — the measured saved activations per impl and the analytic B×H×N×N matrix."""
@@ -524,10 +535,10 @@ def cost_sentences(cost: pd.DataFrame, mode: str = "forward+backward", tol: floa
     (time vs FLOPs), what H changes (time, saved memory, attention-matrix size — labelled
     apart), and the fused path's speed-up at the largest N. Two timings count as different only
     when their ratio is off 1 by more than their relative IQRs added (and at least ``tol``)."""
-    from ..attention_cost import explicit_vs_fast, exponents
+    from ..attention_cost import explicit_vs_fast, exponents, skipped_note
 
     part = cost[cost["mode"] == mode]
-    out = []
+    out = [skipped_note(cost)] if skipped_note(cost) else []
     ex = exponents(part, last=3)
     rowN = ex[(ex["vary"] == "N") & (ex["impl"] == "explicit")]
     if not rowN.empty:

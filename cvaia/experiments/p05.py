@@ -185,6 +185,15 @@ def test_subset(root: str | os.PathLike, n: int) -> Path:
     return sub
 
 
+def grade_device(P: Mapping) -> str:
+    """The device 05 grades and evaluates on: the notebook's ``DEVICE`` as training resolves it
+    (``auto``: the GPU when there is one; ``cuda:1`` stays ``cuda:1``; before, anything but
+    ``auto``/``cuda`` graded on the CPU)."""
+    from ..devices import select_device
+
+    return str(select_device(P["DEVICE"]))
+
+
 def grade(run, dataset_root: str | os.PathLike, split: str = "test", tta_flip: bool = False,
           device: str = "cpu", batch_size: int = 8) -> dict:
     """Export ``run``'s best model's predictions for ``split`` and score them with the grader.

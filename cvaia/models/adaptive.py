@@ -137,7 +137,9 @@ class AdaptiveDepthHead(LatentTransformer):
         query = self.query_conv(query_features)
         if self.query_proj is not None:
             query = self.query_proj(query)
-        similarity = torch.einsum("bnc,bchw->bnhw", tokens, query) / math.sqrt(self.dim)
+        # the tokens scaled before the product (not the B×N×h×w result): in fp16 the unscaled
+        # dot products overflow sqrt(dim) = 16 times sooner (and it is N·C, not N·h·w, multiplies)
+        similarity = torch.einsum("bnc,bchw->bnhw", tokens * self.dim ** -0.5, query)
         bin_probs = torch.softmax(similarity, dim=1)
         with torch.autocast(bin_probs.device.type, enabled=False):
             depth = torch.einsum("bnhw,bn->bhw", bin_probs.to(bin_depths.dtype), bin_depths).unsqueeze(1)

@@ -7,8 +7,9 @@ Every attention module has two paths over *one* set of weights, chosen by ``impl
 - ``"fast"``: :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused
   kernel (flash / memory-efficient attention on GPU) and never materialises the N×N weights.
 
-Both scale by ``1/sqrt(C/H)`` (the head dimension) and apply dropout to the attention weights
-in training only. ``impl`` is a plain attribute: switch a built model with
+Both scale by ``1/sqrt(C/H)`` (the head dimension) — the queries, before the product, as
+SDPA does, so fp16 autocast (max 65504) does not overflow on scores the softmax would take —
+and apply dropout to the attention weights in training only. ``impl`` is a plain attribute: switch a built model with
 :func:`set_attention_impl`.
 """
 
@@ -57,7 +58,9 @@ class _MultiHeadAttention(nn.Module):
         """q B×N×C, k/v B×M×C → (B×N×C, attention B×H×N×M or None)."""
         q, k, v = self._split(q), self._split(k), self._split(v)
         if self.impl == "explicit" or return_attention:
-            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+            # q scaled before the product, as SDPA does: in fp16 (max 65504) the unscaled
+            # Q·Kᵀ overflows sqrt(C/H) times sooner
+            weights = torch.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1), dim=-1)
             y = self.attn_dropout(weights) @ v
         else:
             weights = None

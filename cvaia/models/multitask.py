@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -109,8 +107,8 @@ class ClassTokenSegHead(nn.Module):
         for block in self.blocks:
             tokens = block(tokens, context)
         flat = features.flatten(2)  # B×dim×P
-        scale = 1.0 / math.sqrt(self.dim)
-        logits = [torch.einsum("bkc,bcp->bkp", tokens, part) * scale for part in flat.split(self.chunk, dim=2)]
+        tokens = tokens * self.dim ** -0.5  # scaled before the product: no fp16 overflow of the dot products
+        logits = [torch.einsum("bkc,bcp->bkp", tokens, part) for part in flat.split(self.chunk, dim=2)]
         return torch.cat(logits, dim=2).view(b, -1, h, w)
 
 
