@@ -212,6 +212,7 @@ def test_leaderboard_picks_per_problem(tmp_path, monkeypatch):
         def __init__(self, name, cfg, final):
             self.name, self.config, self.final = name, cfg, final
             self.meta = {"dataset_root": str(tmp_path)}
+            self.path, self.is_done, self.diverged = tmp_path / name, True, None
 
     semseg = make_config(tasks="semseg", model_name="deeplabv3p")
     joint = make_config(tasks="semseg,depth", model_name="deeplabv3p")
