@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "training throughput and memory: reference path vs fast path",
     "doctor": "first time on a GPU: run every CUDA code path once, PASS/FAIL/SKIP per check",
     "workbook": "execute the notebooks with papermill and export every figure (the main job)",
+    "student": "write the notebooks for students: exercise stubs, SOLUTIONS=False, no reference code",
 }
 
 

@@ -33,6 +33,7 @@ COMMON = MappingProxyType({
     "SEED": 0,
     "EXECUTOR": "inprocess",  # inprocess | local | slurm: where the grids' runs train (cvaia.cluster)
     "EXECUTOR_OPTIONS": None,  # e.g. {"partition": "gpu", "gpus_per_node": 1, "timeout_min": 120} for slurm
+    "SOLUTIONS": True,      # exercise cells: True fills in cvaia's reference, False keeps the student's stubs
 })
 
 
