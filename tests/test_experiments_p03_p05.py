@@ -398,3 +398,15 @@ def test_headlines_average_the_finished_seeds():
     assert h3["joint_miou_std"] == pytest.approx(math.sqrt(2.0)) and h3["joint_abs_rel_std"] == 0.0
     h5 = p05.headline(seeds[:1])
     assert h5["transformer_val_delta1"] == 0.25 and math.isnan(h5["transformer_val_silog_std"])
+
+
+def test_scale_failure_text_names_a_wrong_depth_scale_that_si_log_rmse_hides():
+    class R:
+        def __init__(self, d1, ar):
+            self.final = {"delta1": d1, "abs_rel": ar}
+
+    joint = [R(0.47, 0.30), R(0.49, 0.28)]
+    text = p03.scale_failure_text({"delta1": 0.03, "abs_rel": 0.9}, joint)
+    assert "wrong scale" in text and "δ1 0.030 against the joint model's 0.480" in text
+    assert p03.scale_failure_text({"delta1": 0.45, "abs_rel": 0.31}, joint) == ""
+    assert "abs-rel 0.700" in p03.scale_failure_text({"delta1": 0.45, "abs_rel": 0.70}, joint)

@@ -247,6 +247,10 @@ def test_confusion_difference_signs_gains_and_new_confusions_and_marks_iou():
     assert "IoU better: road" in ax.get_title() and "car" not in ax.get_title().split("\n")[1]
     labels = {t.get_text().split()[0]: t for t in ax.get_yticklabels()}
     assert "↑" not in labels["car"].get_text() and labels["car"].get_color() == "black"
+    # a gain the verdicts did not mark is named as within the noise, never "no class better"
+    fig = plots.confusion_difference(a, b, class_names=names, marks={"car": "", "road": "", "sky": ""})
+    sub = _main_axes(fig)[0].get_title().split("\n")[1]
+    assert sub == f"no IoU gain beyond the noise (largest: car {iou_change[1]:+.1f})", sub
     with pytest.raises(ValueError, match="unknown classes"):
         plots.confusion_difference(a, b, class_names=names, marks={"bus": "better"})
     changes = plots.class_changes(a[:3, :3], b[:3, :3], names[:3])

@@ -269,8 +269,8 @@ def normalisation_text(table: pd.DataFrame, mean_tol: float = 0.25, std_range=(0
              + ", ".join(parts) + ". ")
     text += ("What it means: an ImageNet encoder would see inputs shifted away from what it was trained on (its "
              "batch-norm layers re-estimate their statistics during fine-tuning and absorb much of the shift); "
-             "the shipped synthetic-pretrained encoder was trained on exactly these normalised synthetic images, "
-             "so for it this is the familiar input distribution. Normalising with the data set's own mean and std "
+             "the shipped synthetic-pretrained encoder was trained on normalised images of the same synthetic "
+             "generator (a disjoint set of scenes, its own data seed), so for it this is the familiar input distribution. Normalising with the data set's own mean and std "
              "would centre the inputs, at the price of feeding ImageNet weights a distribution they never saw — the "
              "course keeps ImageNet's constants.")
     return text

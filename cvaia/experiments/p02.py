@@ -398,9 +398,12 @@ def gradient_text(table: pd.DataFrame) -> str:
 
     return (f"As the noise falls from σ = {hi:g} to {lo:g} ({hi / lo:.0f}× smaller errors), the `no_sqrt` "
             f"gradient shrinks {ratio('no_sqrt'):.1f}× and `eigen`'s {ratio('eigen'):.1f}×, while the `sqrt` "
-            f"(course) gradient changes by a factor {ratio('sqrt'):.2f}: without the root, steps fade as the "
-            "prediction improves; with it, they keep their size (a larger learning rate is not the same fix: it "
-            "would also enlarge the early, large-error steps).")
+            f"(course) gradient changes by a factor {ratio('sqrt'):.2f}: without the root, the raw gradient fades as "
+            "the prediction improves; with it, it keeps its size. Under SGD that is the step itself. Under Adam (every "
+            "run here) the step is normalised by a running average of the squared gradient, so a fading gradient "
+            "gives smaller steps only while that average still remembers the larger past gradients — and, in a "
+            "model shared by two tasks, a fading depth gradient is a shrinking *share* of the summed gradient that "
+            "Adam normalises in the shared layers, which hands those layers to the segmentation loss.")
 
 
 def variants_table(seed: int = 0) -> pd.DataFrame:

@@ -171,6 +171,7 @@ def confusion_difference(cm_a, cm_b, class_names: Sequence[str] | None = None,
     np.fill_diagonal(benefit, np.diag(diff))
     d_iou = per_class_iou(counts_b) - per_class_iou(counts_a)
     absent = (counts_a.sum(1) == 0) & (counts_b.sum(1) == 0)
+    judged_by = "the noise" if marks is not None else f"{threshold:g} points"
     if marks is None:
         marks = {nm: "absent" if ab else ("better" if d > threshold else "worse" if d < -threshold else "")
                  for nm, d, ab in zip(names, d_iou, absent, strict=True)}
@@ -203,8 +204,13 @@ def confusion_difference(cm_a, cm_b, class_names: Sequence[str] | None = None,
     ax.set_xticklabels(names, rotation=60, ha="right", rotation_mode="anchor")
     order = np.argsort(-d_iou, kind="stable")
     improved = [names[i] for i in order if marks.get(names[i]) == "better"]
-    sub = ("IoU better: " + ", ".join(improved[:6]) + (" …" if len(improved) > 6 else "")) if improved \
-        else "no class with a better IoU"
+    top = next((i for i in order if not absent[i]), None)
+    if improved:
+        sub = "IoU better: " + ", ".join(improved[:6]) + (" …" if len(improved) > 6 else "")
+    elif top is not None and d_iou[top] > 0:  # a gain that its verdict did not mark: say why it is not listed
+        sub = f"no IoU gain beyond {judged_by} (largest: {names[top]} {d_iou[top]:+.1f})"
+    else:
+        sub = "no class with a better IoU"
     ax.set(xlabel="predicted class", ylabel=f"true class  (IoU change {labels[1]} − {labels[0]}, points)",
            title=(title or f"confusion difference {labels[1]} − {labels[0]}") + f"\n{sub}")
     return fig
