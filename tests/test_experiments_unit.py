@@ -67,8 +67,20 @@ def test_run_row_and_run_configs(monkeypatch):
         return FakeRun(name=f"lr{c.optimizer_lr:g}")
 
     monkeypatch.setattr(runs, "get_run", fake_get_run)
-    got = common.run_configs([cfg.replace(optimizer_lr=1e-3), cfg.replace(optimizer_lr=10.0)])
+    lines = []
+    got = common.run_configs([cfg.replace(optimizer_lr=1e-3), cfg.replace(optimizer_lr=10.0)], log=lines.append)
     assert got[0].name == "lr0.001" and got[1] is None
+    # one line per trained run, so a long cell is not silent; the diverged one says so
+    assert len(lines) == 2 and lines[0].startswith("[1/2] lr0.001: ") and "trained in" in lines[0]
+    assert lines[1].startswith("[2/2] ") and "diverged" in lines[1]
+    done = FakeRun(name="r", final={"miou": 31.204, "si_log_rmse": 40.151})
+    assert common.run_line(done, 72.0, 2, 5) == "[2/5] r: mIoU 31.20, SI-logRMSE 40.15 (trained in 1 min 12 s)"
+    # runs the store already holds are served silently
+    from cvaia import run_folder
+    monkeypatch.setattr(run_folder, "is_finished", lambda path: True)
+    lines.clear()
+    common.run_configs([cfg.replace(optimizer_lr=1e-3)], log=lines.append)
+    assert lines == []
 
 
 def test_val_samples_and_predictions(tiny_root):

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Mapping
@@ -110,25 +111,45 @@ def profile_config(P: Mapping[str, Any], **overrides):
     return make_config(**kw)
 
 
-def run_configs(configs: Sequence, executor=None) -> list:
+def run_configs(configs: Sequence, executor=None, log: Callable[[str], None] | None = print) -> list:
     """Train (or load) each configuration; a diverged run gives ``None`` instead of a Run.
 
     Divergence (NaN loss, e.g. SGD or Adam at lr 0.1) is a result here, not an error.
     ``executor`` (from :func:`executor` / :func:`cvaia.cluster.executor_from_name`) runs each
-    config as its own job (SLURM array, local processes); None trains them here, one by one.
+    config as its own job (SLURM array, local processes); None trains them here, one by one,
+    and ``log`` gets one line per run that had to be trained (:func:`run_line`), so a cell
+    that trains for minutes shows where it is; runs served from the store stay silent.
     """
+    from ..run_folder import is_finished, run_dir_for
     from ..runs import TrainingDiverged, get_run
 
+    configs = list(configs)
     announce_configs(configs)
     if executor is not None:
-        return executor.run_configs(list(configs), diverged="none")
+        return executor.run_configs(configs, diverged="none")
     runs = []
-    for cfg in configs:
+    for i, cfg in enumerate(configs, 1):
+        served = is_finished(run_dir_for(cfg))
+        start = time.perf_counter()
         try:
-            runs.append(get_run(cfg))
-        except TrainingDiverged:
-            runs.append(None)
+            run = get_run(cfg)
+        except TrainingDiverged as exc:
+            run = None
+            if log is not None and not served:
+                log(f"[{i}/{len(configs)}] {run_dir_for(cfg).name}: diverged ({exc})")
+        runs.append(run)
+        if run is not None and log is not None and not served:
+            log(run_line(run, time.perf_counter() - start, i, len(configs)))
     return runs
+
+
+def run_line(run, seconds: float, i: int, total: int) -> str:
+    """``[2/5] <run folder>: mIoU 31.20, SI-logRMSE 40.15 (trained in 1 min 12 s)`` — the
+    metrics the run has."""
+    final = run.final
+    shown = [f"{label} {float(final[key]):.2f}" for key, label in (("miou", "mIoU"), ("si_log_rmse", "SI-logRMSE"))
+             if final.get(key) is not None and math.isfinite(float(final[key]))]
+    return f"[{i}/{total}] {run.name}: {', '.join(shown) or 'no metric'} (trained in {fmt_seconds(seconds)})"
 
 
 def probe_seconds() -> tuple[float, float] | None:
