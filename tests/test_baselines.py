@@ -65,3 +65,14 @@ def test_learned_rule():
     assert baselines.learned({"miou": 11.0, "si_log_rmse": 29.0}, base) == {"semseg": True, "depth": True}
     assert baselines.learned({"miou": 9.0, "si_log_rmse": 31.0}, base) == {"semseg": False, "depth": False}
     assert baselines.learned({"miou": float("nan"), "si_log_rmse": 20.0}, base) == {"depth": True}
+    # the one rule: the position prior bounds too, and for depth abs-rel and δ1 (the scale)
+    full = {**base, "miou_position": 12.0, "silog_position": 35.0, "absrel_position": 0.4, "delta1_position": 0.45}
+    good = {"miou": 13.0, "si_log_rmse": 29.0, "abs_rel": 0.3, "delta1": 0.6}
+    assert baselines.learned(good, full) == {"semseg": True, "depth": True}
+    assert baselines.learned({**good, "miou": 11.0}, full)["semseg"] is False  # above 2× majority, below the prior
+    assert baselines.learned({**good, "delta1": 0.03}, full) == {"semseg": True, "depth": False}
+    assert baselines.learned({**good, "abs_rel": 0.41}, full)["depth"] is False
+    assert baselines.learned({"si_log_rmse": 29.0}, full) == {"depth": False}  # no scale shown
+    why = baselines.learned_reasons({**good, "delta1": 0.03, "si_log_rmse": 36.0}, full)["depth"]
+    assert why == ["SI-logRMSE 36.00 > 0.6× constant map 50.00", "SI-logRMSE 36.00 ≥ position prior 35.00",
+                   "δ1 0.030 ≤ position prior 0.450"], why

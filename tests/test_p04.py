@@ -28,7 +28,8 @@ def params(profile="smoke", **given):
     return experiments.resolve("04", {"PROFILE": profile, "DATASET_ROOT": "/data/x", "DEVICE": "cpu", **given})
 
 
-BASE = {"silog_constant": 100.0, "silog_position": 55.0, "miou_majority": 5.0, "miou_position": 9.0}
+BASE = {"silog_constant": 100.0, "silog_position": 65.0, "miou_majority": 5.0, "miou_position": 9.0,
+        "absrel_position": 0.6, "delta1_position": 0.3}
 
 
 # ---- configurations --------------------------------------------------------------------------
@@ -97,8 +98,16 @@ def test_experiment_table_and_learned_rule():
     dec = t[t["variant"] == "decoder"].iloc[0]
     assert pd.isna(dec["run"]) and not dec["learned"] and math.isnan(dec["si_log_rmse"])
     text = p04.learned_sentence(t, BASE, [True, True, False])
-    assert "≤ 60.00" in text and "**1 of 6** distinct runs did not: dropout 0 (61.00)" in text
+    assert "at most 0.6× the constant map's 100.00 and below the position prior's 65.00" in text
+    assert "δ1 above 0.300" in text
+    assert "**1 of 6** distinct runs did not: dropout 0 (SI-logRMSE 61.00 > 0.6× constant map 100.00)" in text
     assert "1 of 3 baseline seeds did not" in text and "diverged: decoder" in text and "inconclusive" in text
+    # the scale counts too: a run with the right shape but worse δ1 than the image-blind prior did not learn
+    scale = {**labelled_runs()[0], "pos_embed": {"none": labelled_runs()[0]["pos_embed"]["none"],
+                                                 "input": FakeRun("p", 49.0, delta1=0.03)}}
+    ts = p04.experiment_table(scale, BASE)
+    assert not ts[ts["variant"] == "input"].iloc[0]["learned"]
+    assert "input (δ1 0.030 ≤ position prior 0.300)" in p04.learned_sentence(ts, BASE, [True] * 3)
     ok = p04.learned_sentence(p04.experiment_table(labelled_runs()[0], BASE), BASE, [True] * 3)
     assert "**All 6 distinct runs learned** (SI-logRMSE 45.00…60.00)" in ok and "every seed" in ok
     # 6 variant runs (dropout 0 did not learn) + 2 more seeds (one did not) + 1 diverged

@@ -70,13 +70,9 @@ def test_best_of_ties_missing_and_rivals():
         V.best_of("x", {"a": 1}, "z", n)
 
 
-def test_exact_and_learned_and_tally():
+def test_exact_and_tally():
     assert V.exact("params", 16_608_132, 16.6e6).outcome == V.REPRODUCED
     assert V.exact("params", 20e6, 16.6e6).outcome == V.CONTRADICTED
-    assert V.learned_clearly(20.0, 8.0, "higher", factor=2.0)
-    assert not V.learned_clearly(15.0, 8.0, "higher", factor=2.0)
-    assert V.learned_clearly(50.0, 100.0, "lower", factor=0.6)
-    assert not V.learned_clearly(float("nan"), 100.0, "lower", factor=0.6)
     vs = [V.compare("a", 45, 41, noise()), V.compare("b", 41, 45, noise()), V.compare("c", 41, 41.5, noise())]
     assert V.tally(vs) == {"verdicts_reproduced": 1, "verdicts_contradicted": 1, "verdicts_inconclusive": 1,
                            "verdicts_measured_conclusive": 2, "verdicts_measured_total": 3, "verdicts_counted": 0}

@@ -20,7 +20,7 @@ numbers use exactly the grader's metrics.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -138,8 +138,12 @@ def baseline_values(table: pd.DataFrame) -> dict[str, float]:
     (and the position-prior ones)."""
     t = table.set_index("baseline")
     first, prior = "majority class / constant depth", "position prior"
-    return {"miou_majority": float(t.loc[first, "miou"]), "miou_position": float(t.loc[prior, "miou"]),
-            "silog_constant": float(t.loc[first, "si_log_rmse"]), "silog_position": float(t.loc[prior, "si_log_rmse"])}
+    out = {"miou_majority": float(t.loc[first, "miou"]), "miou_position": float(t.loc[prior, "miou"]),
+           "silog_constant": float(t.loc[first, "si_log_rmse"]), "silog_position": float(t.loc[prior, "si_log_rmse"])}
+    for col, key in (("abs_rel", "absrel"), ("delta1", "delta1")):
+        if col in t.columns:
+            out[f"{key}_constant"], out[f"{key}_position"] = float(t.loc[first, col]), float(t.loc[prior, col])
+    return out
 
 
 #: The *learned* rule: mIoU at least this many times the majority class's ...
@@ -148,15 +152,59 @@ LEARNED_MIOU_FACTOR = 2.0
 LEARNED_SILOG_FACTOR = 0.6
 
 
-def learned(metrics: dict, base: dict[str, float], miou_factor: float = LEARNED_MIOU_FACTOR,
+def learned(metrics: Mapping[str, float], base: Mapping[str, float], miou_factor: float = LEARNED_MIOU_FACTOR,
             silog_factor: float = LEARNED_SILOG_FACTOR) -> dict[str, bool]:
-    """Whether a run clearly beats the trivial baselines, per task (the issue's rule: mIoU at
-    least ``miou_factor``× the majority class, SI-logRMSE at most ``silog_factor``× the constant map)."""
-    out = {}
-    miou = metrics.get("miou")
-    if miou is not None and not np.isnan(miou):
-        out["semseg"] = bool(miou >= miou_factor * base["miou_majority"])
-    si = metrics.get("si_log_rmse")
-    if si is not None and not np.isnan(si):
-        out["depth"] = bool(si <= silog_factor * base["silog_constant"])
+    """Whether a run clearly beats the trivial baselines, per task — the one *learned* rule of
+    every notebook (:func:`learned_reasons` says why not):
+
+    - segmentation: mIoU at least ``miou_factor``× the majority class **and** above the
+      position prior (``miou_position``);
+    - depth: SI-logRMSE at most ``silog_factor``× the constant map **and** below the position
+      prior, and — since SI-logRMSE ignores a wrong global scale — abs-rel below and δ1 above
+      the position prior's (``absrel_position``, ``delta1_position``). A depth run without
+      abs-rel or δ1 has not shown its scale and does not pass.
+
+    A bound whose baseline value is not in ``base`` is not applied (e.g. a ``base`` without
+    the position prior)."""
+    return {task: not why for task, why in learned_reasons(metrics, base, miou_factor, silog_factor).items()}
+
+
+def learned_reasons(metrics: Mapping[str, float], base: Mapping[str, float], miou_factor: float = LEARNED_MIOU_FACTOR,
+                    silog_factor: float = LEARNED_SILOG_FACTOR) -> dict[str, list[str]]:
+    """Per task the run has a metric for: the bounds of :func:`learned` it misses, as short
+    phrases (``"δ1 0.03 ≤ position prior 0.47"``); an empty list when it learned."""
+    def value(key):
+        v = metrics.get(key)
+        return None if v is None or np.isnan(float(v)) else float(v)
+
+    def bound(key):
+        v = base.get(key)
+        return None if v is None or np.isnan(float(v)) else float(v)
+
+    out: dict[str, list[str]] = {}
+    miou = value("miou")
+    if miou is not None:
+        why = []
+        if miou < miou_factor * base["miou_majority"]:
+            why.append(f"mIoU {miou:.2f} < {miou_factor:g}× majority class {base['miou_majority']:.2f}")
+        if bound("miou_position") is not None and miou <= bound("miou_position"):
+            why.append(f"mIoU {miou:.2f} ≤ position prior {bound('miou_position'):.2f}")
+        out["semseg"] = why
+    si = value("si_log_rmse")
+    if si is not None:
+        why = []
+        if si > silog_factor * base["silog_constant"]:
+            why.append(f"SI-logRMSE {si:.2f} > {silog_factor:g}× constant map {base['silog_constant']:.2f}")
+        if bound("silog_position") is not None and si >= bound("silog_position"):
+            why.append(f"SI-logRMSE {si:.2f} ≥ position prior {bound('silog_position'):.2f}")
+        for key, label, worse in (("abs_rel", "abs-rel", lambda v, b: v >= b), ("delta1", "δ1", lambda v, b: v <= b)):
+            b = bound(f"{key.replace('_', '')}_position")
+            if b is None:
+                continue
+            v = value(key)
+            if v is None:
+                why.append(f"no {label} (the depth scale is not shown)")
+            elif worse(v, b):
+                why.append(f"{label} {v:.3f} {'≥' if key == 'abs_rel' else '≤'} position prior {b:.3f}")
+        out["depth"] = why
     return out

@@ -326,15 +326,13 @@ def miou_noise(seed_runs: Sequence):
 
 
 def learned_miou(value: float, base: Mapping[str, float]) -> bool:
-    """Whether a run clearly beat the trivial baselines (``base`` as from
-    :func:`cvaia.experiments.baselines.baseline_values`, or with at least ``miou_majority``):
-    mIoU at least twice the majority-class mIoU (issue 9's rule) *and* above the position prior
-    (``miou_position``, when given): a model below the prior has learned less than the camera
-    geometry alone gives."""
-    ok = V.learned_clearly(value, base["miou_majority"], "higher", factor=2.0)
-    if ok and not math.isnan(float(base.get("miou_position", math.nan))):
-        ok = V.learned_clearly(value, base["miou_position"], "higher")
-    return ok
+    """Whether a run clearly beat the trivial baselines on segmentation: the workbook's one rule,
+    :func:`cvaia.experiments.baselines.learned` (mIoU at least twice the majority class *and*
+    above the position prior when ``base`` has it: a model below the prior has learned less
+    than the camera geometry alone gives)."""
+    from .baselines import learned
+
+    return bool(learned({"miou": value}, base).get("semseg", False))
 
 
 def with_baseline_mean(scores: Mapping[str, float], baseline: str, noise) -> dict[str, float]:

@@ -211,7 +211,7 @@ def experiment_table(runs: Mapping[str, Mapping[str, Any]], base: Mapping[str, f
             row["silog_epoch1"] = float(ep["si_log_rmse"].iloc[0]) if len(ep) else math.nan
             row.update(train_time_s=final.get("train_time_s"), params=final.get("params"), run=run.name)
             if base is not None:
-                row["learned"] = bool(learned({"si_log_rmse": row["si_log_rmse"]}, base).get("depth", False))
+                row["learned"] = bool(learned({k: row[k] for k in DEPTH_METRICS}, base).get("depth", False))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -340,25 +340,40 @@ def findings(table: pd.DataFrame, labels: Mapping[str, Sequence[str]], noise: ve
 
 
 def learned_sentence(table: pd.DataFrame, base: Mapping[str, float], seeds_learned: Sequence[bool] = (),
-                     factor: float = 0.6) -> str:
-    """Markdown: which distinct runs learned by the issue's rule (SI-logRMSE ≤ ``factor``× the
-    constant map, :func:`cvaia.experiments.baselines.learned`), naming those that did not, with
-    the numbers. ``seeds_learned``: one bool per baseline seed."""
+                     seed_table: pd.DataFrame | None = None) -> str:
+    """Markdown: which distinct runs learned by the workbook's rule
+    (:func:`cvaia.experiments.baselines.learned`: SI-logRMSE ≤ 0.6× the constant map and below
+    the position prior, abs-rel and δ1 better than the position prior's), naming those that did
+    not and the bounds each missed. ``seeds_learned``: one bool per baseline seed; ``seed_table``
+    (:func:`seed_table`) adds why a seed did not."""
+    from .baselines import LEARNED_SILOG_FACTOR, learned_reasons
+
     distinct = table.dropna(subset=["run"]).drop_duplicates("run")
-    limit = factor * base["silog_constant"]
     n_seed_bad = sum(not ok for ok in seeds_learned)
     bad = distinct[~distinct["learned"].astype(bool)]
     diverged = table[table["run"].isna()]["variant"].tolist()
-    head = (f"Rule: a run learned when its SI-logRMSE is at most {factor:g}× the constant map's "
-            f"{base['silog_constant']:.2f}, i.e. ≤ {limit:.2f}.")
+    head = (f"Rule: a run learned when its SI-logRMSE is at most {LEARNED_SILOG_FACTOR:g}× the constant map's "
+            f"{base['silog_constant']:.2f} and below the position prior's {base['silog_position']:.2f}"
+            + (f", and its abs-rel below {base['absrel_position']:.3f} and δ1 above {base['delta1_position']:.3f} "
+               f"(the position prior's: SI-logRMSE ignores a wrong global scale)"
+               if "absrel_position" in base and "delta1_position" in base else "") + ".")
     if bad.empty and not diverged and n_seed_bad == 0:
         best, worst = distinct["si_log_rmse"].min(), distinct["si_log_rmse"].max()
         return (f"{head} **All {len(distinct)} distinct runs learned** (SI-logRMSE {best:.2f}…{worst:.2f}); "
                 + ("so did every seed of the baseline." if len(seeds_learned) else ""))
+
+    def why(row) -> str:
+        reasons = learned_reasons({k: getattr(row, k) for k in DEPTH_METRICS}, base).get("depth", [])
+        return "; ".join(reasons) or "no depth metric"
+
     parts = [f"{head} **{len(bad)} of {len(distinct)}** distinct runs did not"
-             + (": " + ", ".join(f"{r.variant} ({r.si_log_rmse:.2f})" for r in bad.itertuples()) if len(bad) else "")]
+             + (": " + ", ".join(f"{r.variant} ({why(r)})" for r in bad.itertuples()) if len(bad) else "")]
     if n_seed_bad:
-        parts.append(f"{n_seed_bad} of {len(seeds_learned)} baseline seeds did not")
+        seed_why = ""
+        if seed_table is not None:
+            rows = [r for r in seed_table.itertuples() if isinstance(r.learned, (bool, np.bool_)) and not r.learned]
+            seed_why = " (" + "; ".join(f"seed {r.seed}: {why(r)}" for r in rows) + ")" if rows else ""
+        parts.append(f"{n_seed_bad} of {len(seeds_learned)} baseline seeds did not{seed_why}")
     if diverged:
         parts.append(f"diverged: {', '.join(diverged)}")
     return "; ".join(parts) + ". Verdicts involving them are inconclusive."
@@ -385,7 +400,7 @@ def seed_table(seed_runs: Sequence, base: Mapping[str, float]) -> pd.DataFrame:
             continue
         row = {"seed": r.config.seed, **{k: float(r.final.get(k, math.nan)) for k in DEPTH_METRICS},
                "silog_epoch1": float(r.epochs["si_log_rmse"].iloc[0]) if len(r.epochs) else math.nan}
-        row["learned"] = bool(learned({"si_log_rmse": row["si_log_rmse"]}, base).get("depth", False))
+        row["learned"] = bool(learned({k: row[k] for k in DEPTH_METRICS}, base).get("depth", False))
         rows.append(row)
     t = pd.DataFrame(rows)
     cols = [*DEPTH_METRICS, "silog_epoch1"]

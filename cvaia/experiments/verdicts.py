@@ -463,17 +463,6 @@ def exact(claim: str, measured: float, reported: float, rel_tol: float = 0.01) -
                    test=f"count within {rel_tol:.0%} of the report")
 
 
-def learned_clearly(value: float, baseline: float, direction: str = "higher", factor: float = 1.0,
-                    margin: float = 0.0) -> bool:
-    """Whether a run is clearly above its trivial baseline: ``value`` beats ``baseline·factor``
-    by more than ``margin`` in ``direction`` (e.g. mIoU ≥ 2× the majority-class mIoU,
-    SI-logRMSE ≤ 0.6× the constant map: ``learned_clearly(si, const, "lower", 0.6)``)."""
-    if value is None or math.isnan(float(value)):
-        return False
-    target = float(baseline) * factor
-    return float(value) > target + margin if direction == "higher" else float(value) < target - margin
-
-
 def tally(verdicts: Iterable[Verdict]) -> dict[str, int]:
     """Headline counts: ``verdicts_reproduced``, ``verdicts_contradicted``, ``verdicts_inconclusive``
     (every verdict), and apart from them ``verdicts_measured_conclusive`` /
