@@ -45,6 +45,9 @@ RECIPE: dict[str, Any] = {
     "model_name": "deeplabv3p_multitask",
     "tasks": ("semseg", "depth"),
     "pretrained": "random",
+    # no dilation, like the ImageNet weights it stands in for: dilation is a fine-tuning choice of
+    # every arm that starts from it (issue 16: an (F,F,T)-pretrained stand-in biased every (F,F,F) arm)
+    "encoder_dilation": (False, False, False),
     "optimizer": "adam",
     "optimizer_lr": 1e-3,
     "optimizer_weight_decay": 1e-4,

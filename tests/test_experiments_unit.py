@@ -97,11 +97,12 @@ def test_within_and_verdict():
 
 # ---- p01 ----------------------------------------------------------------------------------------
 def lr_table():
-    cfgs = [make_config(optimizer=o, optimizer_lr=lr) for o in ("sgd", "adam") for lr in (1e-2, 1e-3, 1e-4)]
+    cfgs = {p01.option_label(o, lr): make_config(optimizer=o, optimizer_lr=lr)
+            for o in ("sgd", "adam") for lr in (1e-2, 1e-3, 1e-4)}
     mious = {("sgd", 1e-2): 5.0, ("sgd", 1e-3): 4.0, ("sgd", 1e-4): 1.0,
              ("adam", 1e-3): 9.0, ("adam", 1e-4): 9.0}  # adam 1e-2 diverged; a tie at 1e-3 / 1e-4
-    runs = [FakeRun(final={"miou": mious[(c.optimizer, c.optimizer_lr)]}) if (c.optimizer, c.optimizer_lr) in mious
-            else None for c in cfgs]
+    runs = {k: [FakeRun(final={"miou": mious[(c.optimizer, c.optimizer_lr)]}) if (c.optimizer, c.optimizer_lr) in mious
+                else None] for k, c in cfgs.items()}
     return cfgs, runs
 
 
@@ -115,7 +116,7 @@ def test_optimizer_lr_table_and_best_lr():
     with pytest.raises(ValueError, match="no finished rmsprop run"):
         p01.best_lr(table, "rmsprop")
     hist, lrs = p01.histories(cfgs, runs, "adam")
-    assert list(hist) == ["adam lr=0.001", "adam lr=0.0001"] and lrs["adam lr=0.001"] == 1e-3
+    assert list(hist) == ["adam lr=0.001 (seed 0)", "adam lr=0.0001 (seed 0)"] and lrs["adam lr=0.001 (seed 0)"] == 1e-3
 
 
 def test_ablation_configs_add_one_ingredient_each():

@@ -172,15 +172,15 @@ def test_depth_range_is_shared_and_ignores_invalid_pixels():
 
 
 # ---- notebook 02: configs and tables ---------------------------------------------------------------------
-def test_weighting_configs_train_the_base_weight_under_every_seed():
+def test_weighting_configs_train_every_weight_under_every_seed():
     P = _params("02", SEEDS=[0, 1, 2])
     cfgs = p02.weighting_configs(P, pretrained="random")
-    assert list(cfgs) == [(0.25, 0), (0.5, 0), (0.5, 1), (0.5, 2), (0.75, 0)]
+    assert list(cfgs) == [(w, s) for w in (0.25, 0.5, 0.75) for s in (0, 1, 2)]
     assert cfgs[(0.5, 2)].seed == 2 and cfgs[(0.75, 0)].loss_weight_semseg == 0.25
     assert cfgs[(0.5, 0)].aug_geom_reflect is True
     assert p02.base_weight([0.1, 0.3, 0.9]) == 0.3 and p02.base_weight([0.75, 0.5]) == 0.5
-    grouped = p02.runs_by_weight(cfgs, ["a", "b", None, "d", "e"])
-    assert grouped == {0.25: ["a"], 0.5: ["b", None, "d"], 0.75: ["e"]}
+    grouped = p02.runs_by_weight({(0.25, 0): 1, (0.5, 0): 2, (0.5, 1): 3}, ["a", None, "d"])
+    assert grouped == {0.25: ["a"], 0.5: [None, "d"]}
 
 
 def test_weighting_table_averages_seeds_and_counts_diverged_ones():
@@ -193,64 +193,75 @@ def test_weighting_table_averages_seeds_and_counts_diverged_ones():
     assert t.loc[0.5, "report_score"] == pytest.approx(68.1)
 
 
-def _wt(miou, si, score=(0.0, 0.0, 0.0)):
-    return pd.DataFrame({"w": [0.25, 0.5, 0.75], "miou": miou, "si_log_rmse": si, "score": score})
+SEED_SHIFT = (0.0, 2.0, -1.5)  # each seed's effect on every metric, shared by every weight
+RESID = {0.25: (0.1, -0.1, 0.0), 0.5: (-0.1, 0.0, 0.1), 0.75: (0.0, 0.1, -0.1)}
 
 
-NOISE = {"miou": V.seed_noise("miou", [30.0, 31.0, 29.0]), "si_log_rmse": V.seed_noise("si", [40.0, 41.0, 39.0]),
-         "score": V.seed_noise("score", [0.0, 0.0, 0.0], floor=0.5)}
+def _by_w(miou, si, score=(0.0, 0.0, 0.0), resid=RESID):
+    """w → three seed runs whose metrics are the given means plus a shared seed effect."""
+    out = {}
+    for w, m, d, sc in zip((0.25, 0.5, 0.75), miou, si, score, strict=True):
+        out[w] = [None if math.isnan(m) else
+                  _Run(seed=k, miou=m + SEED_SHIFT[k] + resid[w][k], si_log_rmse=d + SEED_SHIFT[k] + resid[w][k],
+                       score=sc) for k in range(3)]
+    return out
+
+
 ALL_LEARNED = {w: {"semseg": True, "depth": True} for w in (0.25, 0.5, 0.75)}
 
 
+def _verdicts(by_w, learned=ALL_LEARNED):
+    return p02.weighting_verdicts(by_w, p02.weighting_noise(by_w), learned)
+
+
+def test_weighting_noise_is_paired():
+    nz = p02.weighting_noise(_by_w([40.0, 35.0, 30.0], [50.0, 45.0, 40.0], score=(1.0, 2.0, 1.5)))
+    # the seed shifts (σ ≈ 1.8) stay out of the paired σ, which sees only the small residuals
+    assert nz["miou"].df == 4 and nz["miou"].sd < 0.2 < 1.0 < nz["miou"].unpaired_sd
+
+
 def test_weighting_verdicts_reproduced_contradicted_and_inconclusive():
-    thr = NOISE["miou"].threshold()  # 2·1·√2 ≈ 2.83
-    vs = p02.weighting_verdicts(_wt([40.0, 35.0, 30.0], [50.0, 45.0, 40.0]), NOISE, ALL_LEARNED)
-    assert [v.outcome for v in vs[:2]] == [V.REPRODUCED, V.REPRODUCED] and thr < 5
-    vs = p02.weighting_verdicts(_wt([30.0, 35.0, 40.0], [40.0, 40.5, 41.0]), NOISE, ALL_LEARNED)
-    assert vs[0].outcome == V.CONTRADICTED and vs[1].outcome == V.INCONCLUSIVE
-    # a trend is the slope over all points: one small step no longer hides a large overall fall
-    vs = p02.weighting_verdicts(_wt([40.0, 39.0, 30.0], [50.0, 45.0, 40.0]), NOISE, ALL_LEARNED)
-    assert vs[0].outcome == V.REPRODUCED and vs[0].test == "least-squares slope"
+    vs = _verdicts(_by_w([40.0, 35.0, 30.0], [50.0, 45.0, 40.0]))
+    assert [v.outcome for v in vs[:2]] == [V.REPRODUCED, V.REPRODUCED]
+    assert vs[0].test == "least-squares slope" and vs[0].interval.n == (9,)  # every run is a point
     assert vs[0].interval.low > 0  # positive = the report's direction ("lower": mIoU falls as w grows)
-    # a fall inside the slope's interval (σ = 1 from 3 seeds, 2 df): inconclusive, with what it could detect
-    vs = p02.weighting_verdicts(_wt([40.0, 39.0, 38.5], [50.0, 45.0, 40.0]), NOISE, ALL_LEARNED)
-    assert vs[0].outcome == V.INCONCLUSIVE and "detects a true effect" in vs[0].detail
+    vs = _verdicts(_by_w([30.0, 35.0, 40.0], [40.0, 40.0, 40.0]))
+    assert vs[0].outcome == V.CONTRADICTED and vs[1].outcome == V.INCONCLUSIVE
+    assert "detects a true effect" in vs[1].detail
+    # a fall of 1 point is far below an unpaired threshold (seed σ ≈ 1.8) but clear when paired
+    vs = _verdicts(_by_w([40.0, 39.5, 39.0], [50.0, 45.0, 40.0]))
+    assert vs[0].outcome == V.REPRODUCED
 
 
 def test_weighting_verdicts_refuse_runs_that_did_not_learn_and_all_zero_scores():
     not_learned = {**ALL_LEARNED, 0.75: {"semseg": True, "depth": False}}
-    vs = p02.weighting_verdicts(_wt([40.0, 35.0, 30.0], [50.0, 45.0, 40.0]), NOISE, not_learned)
+    by_w = _by_w([40.0, 35.0, 30.0], [50.0, 45.0, 40.0])
+    vs = _verdicts(by_w, not_learned)
     assert vs[0].outcome == V.REPRODUCED and vs[1].outcome == V.INCONCLUSIVE
     assert "did not clearly beat" in vs[1].sentence()
     score = vs[2]
-    assert score.claim == p02.CLAIM_SCORE and score.outcome == V.INCONCLUSIVE
-    vs = p02.weighting_verdicts(_wt([40.0, 35.0, 30.0], [50.0, 45.0, 40.0], score=(10.0, 20.0, 10.0)), NOISE,
-                                ALL_LEARNED)
-    assert vs[2].outcome == V.REPRODUCED  # w = 0.5 ahead of both by 10 > 2·0.5·√2
-    vs = p02.weighting_verdicts(_wt([40.0, 35.0, 30.0], [50.0, 45.0, 40.0], score=(20.0, 20.0, 10.0)), NOISE,
-                                ALL_LEARNED)
-    assert vs[2].outcome == V.INCONCLUSIVE  # a tie with w = 0.25
-    text = p02.weighting_text(_wt([40.0, 35.0, 30.0], [50.0, 45.0, 40.0]), vs, NOISE)
-    assert "Every grader score is 0" in text and "30.00 ± 1.00 (3 seeds)" in text
+    assert score.claim == p02.CLAIM_SCORE and score.outcome == V.INCONCLUSIVE and "every grader score is 0" in score.detail
+    resid = {0.25: (0.3, -0.2, 0.1), 0.5: (-0.1, 0.2, 0.0), 0.75: (0.0, 0.1, -0.3)}
+    vs = _verdicts(_by_w([40.0, 35.0, 30.0], [50.0, 45.0, 40.0], score=(10.0, 20.0, 10.0), resid=resid))
+    assert vs[2].outcome == V.REPRODUCED  # w = 0.5 ahead of both by 10 under every seed
+    text = p02.weighting_text(p02.weighting_table(by_w), _verdicts(by_w), p02.weighting_noise(by_w))
+    assert "Every grader score is 0" in text and "paired difference" in text and "unpaired" in text
 
 
-def test_weighting_verdicts_with_a_missing_run():
-    wt = _wt([40.0, 35.0, math.nan], [50.0, 45.0, math.nan], score=(10.0, 20.0, math.nan))
-    learned = {**ALL_LEARNED, 0.75: {}}  # the diverged run has no metrics to judge
-    vs = p02.weighting_verdicts(wt, NOISE, learned)
+def test_weighting_verdicts_with_a_diverged_weight():
+    by_w = _by_w([40.0, 35.0, math.nan], [50.0, 45.0, math.nan])
+    learned = {**ALL_LEARNED, 0.75: {}}  # the diverged runs have no metrics to judge
+    vs = _verdicts(by_w, learned)
     assert all(v.outcome == V.INCONCLUSIVE for v in vs[:2])
-    scores_only = p02.weighting_verdicts(wt, NOISE, ALL_LEARNED)
-    assert scores_only[0].outcome == V.INCONCLUSIVE and "missing" in scores_only[0].detail
-    assert scores_only[2].outcome == V.REPRODUCED  # a missing score counts as beaten
 
 
 def test_difference_figure_never_truncates_the_noise_band():
-    wt = p02.weighting_table({0.25: _Run(miou=30.2, si_log_rmse=40.0), 0.5: [_Run(miou=30.0, si_log_rmse=40.1),
-                              _Run(miou=30.1, si_log_rmse=40.2)], 0.75: _Run(miou=29.9, si_log_rmse=40.0)})
-    fig = p02.difference_figure(wt, NOISE)
+    by_w = _by_w([30.2, 30.0, 29.9], [40.0, 40.1, 40.0])
+    noise = p02.weighting_noise(by_w)
+    fig = p02.difference_figure(p02.weighting_table(by_w), noise)
     for ax, metric in zip(fig.axes, ("miou", "si_log_rmse"), strict=True):
         lo, hi = ax.get_ylim()
-        assert lo == pytest.approx(-hi) and hi > NOISE[metric].threshold()
+        assert lo == pytest.approx(-hi) and hi > noise[metric].half_width(3)
 
 
 # ---- notebook 02: SILog demonstrations -------------------------------------------------------------------

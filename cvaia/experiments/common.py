@@ -247,6 +247,52 @@ def seed_configs(cfg, seeds: Sequence[int]) -> list:
     return [cfg if int(s) == cfg.seed else cfg.replace(seed=int(s)) for s in seeds]
 
 
+def arm_seeds(P: Mapping[str, Any]) -> list[int]:
+    """The seeds every compared arm trains under: the first ``PAIRED_SEEDS`` of ``SEEDS`` (the
+    baseline trains under all of ``SEEDS``), so that each comparison is paired seed by seed."""
+    seeds = [int(s) for s in (P.get("SEEDS") or [P.get("SEED", 0)])]
+    k = int(P.get("PAIRED_SEEDS") or len(seeds))
+    if not 1 <= k <= len(seeds):
+        raise ValueError(f"PAIRED_SEEDS: expected 1..{len(seeds)} (the number of SEEDS), got {k}")
+    return seeds[:k]
+
+
+def run_arms(arms: Mapping[str, Any], seeds: Sequence[int], executor=None,
+             log: Callable[[str], None] | None = print) -> dict[str, list]:
+    """Train (or load) every arm (label → config) under every seed of ``seeds``, in one batch
+    (an executor gets every job at once): ``{label: [run or None per seed]}``. Arms that are the
+    same configuration share their runs (the run store keys runs by configuration)."""
+    keys, cfgs = [], []
+    for label, cfg in arms.items():
+        for c in seed_configs(cfg, seeds):
+            keys.append(label)
+            cfgs.append(c)
+    runs = run_configs(cfgs, executor, log)
+    out: dict[str, list] = {label: [] for label in arms}
+    for label, run in zip(keys, runs, strict=True):
+        out[label].append(run)
+    return out
+
+
+def arm_row(runs: Sequence, cfg, **extra) -> dict[str, Any]:
+    """:func:`run_row` of an arm trained under several seeds: metrics averaged over the finished
+    seeds (``seeds``: how many; ``status`` "diverged" only when none finished), ``miou_sd`` their
+    spread (NaN for one seed)."""
+    import numpy as np
+
+    rows = [run_row(r, cfg) for r in runs if r is not None]
+    row = dict(extra)
+    if not rows:
+        row.update(run_row(None, cfg), seeds=0, miou_sd=math.nan)
+        return row
+    for key in ("miou", "mean_loss", "train_time_s", "steps"):
+        row[key] = float(np.mean([r[key] for r in rows]))
+    row["miou_sd"] = float(np.std([r["miou"] for r in rows], ddof=1)) if len(rows) > 1 else math.nan
+    row["seeds"] = len(rows)
+    row["status"] = "ok" if len(rows) == len(runs) else f"{len(runs) - len(rows)} seed(s) diverged"
+    return row
+
+
 def seed_noise(runs: Sequence, metric: str, floor: float = 0.0):
     """:class:`~cvaia.experiments.verdicts.Noise` of ``metric`` over the finished seed runs
     (a diverged seed, None, is left out and must be reported by the caller)."""

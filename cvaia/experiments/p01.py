@@ -10,9 +10,11 @@ DeepLabV3+ on semseg only (``--tasks semseg``):
 Every experiment is a :class:`~cvaia.config.Config` for the run store. One configuration, the
 **baseline** (:func:`base_config`: Adam at the best learning rate of 1.1a, the pretrained
 encoder, (F,F,T), skip 48, 2 convs, ``BATCH_SIZE``, ``EPOCHS``), is a point of every experiment:
-it is trained once and re-used by 1.1a–1.3 (runs leave ``name`` empty, so equal configs share
-one run folder), and it is trained under every seed of ``SEEDS`` to measure the run-to-run
-noise that every verdict of the notebook is judged against (:mod:`cvaia.experiments.verdicts`).
+it is trained once per seed and re-used by 1.1a–1.3 (runs leave ``name`` empty, so equal configs
+share one run folder). The design is paired: the baseline trains under every seed of ``SEEDS``,
+every other arm under the first ``PAIRED_SEEDS`` of them (:func:`~cvaia.experiments.common.arm_seeds`),
+and each comparison is judged on per-seed differences, with the noise pooled over every arm of
+the notebook (:func:`paired_noise`, :mod:`cvaia.experiments.verdicts`).
 """
 
 from __future__ import annotations
@@ -28,27 +30,30 @@ import torch
 from ..config import Config
 from ..data.augment import eval_size
 from . import verdicts as V
-from .common import profile_config, run_row
+from .common import arm_row, arm_seeds, profile_config, run_row
 from .measure import forward_flops
 
 PROFILES = {
     # plumbing only: every experiment present, tiny
     "smoke": {"TRAIN_IMAGES": 8, "VAL_IMAGES": 4, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4,
               "LR": None, "ADAM_LRS": [1e-3, 1e-4], "SGD_LRS": [1e-2], "BATCH_GRID": [4], "EPOCH_GRID": [1, 2],
-              "SKIP_GRID": [16, 48], "CONV_GRID": [1, 2], "SEEDS": [0, 1], "TIMING_SECONDS": 0.05,
+              "SKIP_GRID": [16, 48], "CONV_GRID": [1, 2], "SEEDS": [0, 1], "PAIRED_SEEDS": 2, "TIMING_SECONDS": 0.05,
               "SAMPLES": 2, "LOG_EVERY": 1},
-    # real learning on the synthetic set: 600 images × 1 epoch per run (75 steps of 8 crops),
-    # ~7 min on 2 idle CPU cores for the whole notebook; the grids keep the points that decide
-    # the report's claims (what is dropped is listed in the notebook)
+    # real learning on the synthetic set: 600 images × 1 epoch per run (75 steps of 8 crops); the
+    # baseline under 3 seeds, every other arm under the first 2 (PAIRED_SEEDS), so each comparison
+    # is paired seed by seed; the grids keep the points that decide the report's claims (what is
+    # dropped is listed in the notebook)
     "quick": {"TRAIN_IMAGES": 600, "VAL_IMAGES": 100, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 8,
               "LR": None, "ADAM_LRS": [1e-3, 1e-4], "SGD_LRS": [1e-2], "BATCH_GRID": [4, 8], "EPOCH_GRID": [1, 2],
-              "SKIP_GRID": [16, 48, 64], "CONV_GRID": [1, 2], "SEEDS": [0, 1, 2], "TIMING_SECONDS": 1.5,
+              "SKIP_GRID": [16, 48, 64], "CONV_GRID": [1, 2], "SEEDS": [0, 1, 2], "PAIRED_SEEDS": 2,
+              "TIMING_SECONDS": 1.5,
               "SAMPLES": 4, "LOG_EVERY": 1},
     # the course: 1 epoch of the whole training split per run, the full grids (GPU)
     "full": {"TRAIN_IMAGES": 0, "VAL_IMAGES": 0, "CROP_SIZE": 256, "EPOCHS": 1, "BATCH_SIZE": 4,
              "LR": None, "ADAM_LRS": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
              "SGD_LRS": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6], "BATCH_GRID": [2, 4, 8, 16], "EPOCH_GRID": [1, 2, 4],
-             "SKIP_GRID": [16, 32, 48, 64], "CONV_GRID": [1, 2, 3], "SEEDS": [0, 1], "TIMING_SECONDS": 2.0,
+             "SKIP_GRID": [16, 32, 48, 64], "CONV_GRID": [1, 2, 3], "SEEDS": [0, 1], "PAIRED_SEEDS": 2,
+             "TIMING_SECONDS": 2.0,
              "SAMPLES": 4, "LOG_EVERY": 10},
 }
 
@@ -91,6 +96,11 @@ def optimizer_lr_configs(P: Mapping, pretrained: str = "random") -> list[Config]
             + [base_config(P, pretrained, optimizer="adam", optimizer_lr=lr) for lr in P["ADAM_LRS"]])
 
 
+def optimizer_lr_arms(P: Mapping, pretrained: str = "random") -> dict[str, Config]:
+    """:func:`optimizer_lr_configs` labelled by :func:`option_label`."""
+    return {option_label(c.optimizer, c.optimizer_lr): c for c in optimizer_lr_configs(P, pretrained)}
+
+
 def loss_jitter(history: pd.DataFrame) -> float:
     """Mean |change| of the logged training loss between consecutive log points over the second
     half of training (how noisy the loss curve is once the first fast drop is over)."""
@@ -100,12 +110,13 @@ def loss_jitter(history: pd.DataFrame) -> float:
     return float(np.mean(np.abs(np.diff(loss[len(loss) // 2:]))))
 
 
-def optimizer_lr_table(configs: Sequence[Config], runs: Sequence) -> pd.DataFrame:
-    """optimizer, lr, mIoU, mean loss, loss jitter, time, steps per run."""
+def optimizer_lr_table(arms: Mapping[str, Config], runs: Mapping[str, Sequence]) -> pd.DataFrame:
+    """optimizer, lr, mIoU (mean over the arm's seeds), mean loss, loss jitter, time, steps, seeds."""
     rows = []
-    for c, r in zip(configs, runs, strict=True):
-        row = run_row(r, c, optimizer=c.optimizer, lr=c.optimizer_lr)
-        row["loss_jitter"] = loss_jitter(r.history) if r is not None else math.nan
+    for label, c in arms.items():
+        row = arm_row(runs[label], c, optimizer=c.optimizer, lr=c.optimizer_lr)
+        jit = [loss_jitter(r.history) for r in runs[label] if r is not None]
+        row["loss_jitter"] = float(np.nanmean(jit)) if jit else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -119,12 +130,14 @@ def best_lr(table: pd.DataFrame, optimizer: str = "adam") -> float:
     return float(sub.iloc[0]["lr"])
 
 
-def histories(configs: Sequence[Config], runs: Sequence, optimizer: str) -> tuple[dict, dict]:
-    """``({label: steps DataFrame}, {label: lr})`` of the finished runs of one optimizer."""
+def histories(arms: Mapping[str, Config], runs: Mapping[str, Sequence], optimizer: str) -> tuple[dict, dict]:
+    """``({label: steps DataFrame}, {label: lr})`` of one optimizer's arms: the first finished
+    seed of each (every seed's curve looks alike; the seeds differ in the metrics)."""
     hist, lrs = {}, {}
-    for c, r in zip(configs, runs, strict=True):
-        if r is not None and c.optimizer == optimizer and not r.history.empty:
-            label = f"{optimizer} lr={c.optimizer_lr:g}"
+    for key, c in arms.items():
+        r = next((r for r in runs[key] if r is not None and not r.history.empty), None)
+        if r is not None and c.optimizer == optimizer:
+            label = f"{optimizer} lr={c.optimizer_lr:g} (seed {r.config.seed})"
             hist[label] = r.history
             lrs[label] = c.optimizer_lr
     return hist, lrs
@@ -143,12 +156,17 @@ def batch_epoch_configs(P: Mapping, pretrained: str, lr: float) -> list[Config]:
             for b in P["BATCH_GRID"] for e in P["EPOCH_GRID"]]
 
 
-def batch_epoch_table(configs: Sequence[Config], runs: Sequence) -> pd.DataFrame:
-    """batch, epochs, mIoU, time, global steps (∝ epochs / batch), crops seen."""
+def batch_epoch_arms(P: Mapping, pretrained: str, lr: float) -> dict[str, Config]:
+    """:func:`batch_epoch_configs` labelled by :func:`cell_label`."""
+    return {cell_label(c.batch_size, c.num_epochs): c for c in batch_epoch_configs(P, pretrained, lr)}
+
+
+def batch_epoch_table(arms: Mapping[str, Config], runs: Mapping[str, Sequence]) -> pd.DataFrame:
+    """batch, epochs, mIoU (mean over the arm's seeds), time, global steps (∝ epochs / batch), crops seen."""
     rows = []
-    for c, r in zip(configs, runs, strict=True):
-        row = run_row(r, c, batch_size=c.batch_size, epochs=c.num_epochs)
-        row["crops"] = row["steps"] * c.batch_size if r is not None else math.nan
+    for label, c in arms.items():
+        row = arm_row(runs[label], c, batch_size=c.batch_size, epochs=c.num_epochs)
+        row["crops"] = row["steps"] * c.batch_size if row.get("seeds") else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -214,6 +232,16 @@ def pyramid_table(configs: Mapping[str, Config], height: int, width: int) -> pd.
 def skip_configs(P: Mapping, pretrained: str, lr: float) -> list[Config]:
     """One config per skip-projection width of ``SKIP_GRID`` (48 is the baseline)."""
     return [base_config(P, pretrained, optimizer_lr=lr, decoder_skip_channels=int(c)) for c in P["SKIP_GRID"]]
+
+
+def skip_arms(P: Mapping, pretrained: str, lr: float) -> dict[int, Config]:
+    """:func:`skip_configs` keyed by skip width."""
+    return {int(c.decoder_skip_channels): c for c in skip_configs(P, pretrained, lr)}
+
+
+def conv_arms(P: Mapping, pretrained: str, lr: float) -> dict[int, Config]:
+    """:func:`conv_configs` keyed by the number of 3×3 convs."""
+    return {int(c.decoder_num_convs): c for c in conv_configs(P, pretrained, lr)}
 
 
 def conv_configs(P: Mapping, pretrained: str, lr: float) -> list[Config]:
@@ -306,23 +334,25 @@ def ablation_label(cfg: Config) -> str:
     return f"{dil} · {aspp} · {skip}"
 
 
-def ablation_table(configs: Mapping[str, Config], runs: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per ablation model: what it has, its parameters, mIoU, loss and time."""
+def ablation_table(configs: Mapping[str, Config], runs: Mapping[str, Sequence]) -> pd.DataFrame:
+    """One row per ablation model: what it has, its parameters, mIoU (mean over its seeds), loss and time."""
     from ..models import build_model
 
     rows = []
     for key, cfg in configs.items():
         n_params = sum(p.numel() for p in build_model(cfg.replace(pretrained="random")).parameters())
-        rows.append(run_row(runs.get(key), cfg, model=key, description=ablation_label(cfg), params_m=n_params / 1e6))
+        rows.append(arm_row(runs.get(key, []), cfg, model=key, description=ablation_label(cfg),
+                            params_m=n_params / 1e6))
     return pd.DataFrame(rows)
 
 
 # ---- verdicts ------------------------------------------------------------------------------------------------
-def miou_noise(seed_runs: Sequence):
-    """The baseline's seed noise of mIoU (σ at least :data:`MIOU_NOISE_FLOOR`)."""
-    from .common import seed_noise
-
-    return seed_noise(seed_runs, "miou", floor=MIOU_NOISE_FLOOR)
+def paired_noise(arms_by_experiment: Mapping[str, Mapping[Any, Sequence]], metric: str = "miou") -> V.PairedNoise:
+    """The notebook's paired noise of ``metric``: the residual of an additive arm + seed model over
+    every arm of every experiment (:func:`~cvaia.experiments.verdicts.paired_noise`; σ at least
+    :data:`MIOU_NOISE_FLOOR`)."""
+    flat = {f"{exp} / {label}": runs for exp, arms in arms_by_experiment.items() for label, runs in arms.items()}
+    return V.paired_noise(metric, V.arm_values(V.distinct_arms(flat), metric), floor=MIOU_NOISE_FLOOR)
 
 
 def learned_miou(value: float, base: Mapping[str, float]) -> bool:
@@ -335,37 +365,86 @@ def learned_miou(value: float, base: Mapping[str, float]) -> bool:
     return bool(learned({"miou": value}, base).get("semseg", False))
 
 
-def with_baseline_mean(scores: Mapping[str, float], baseline: str, noise) -> dict[str, float]:
-    """``scores`` with the baseline option's single-run value replaced by its seed mean."""
-    out = {k: float(v) for k, v in scores.items()}
-    if baseline in out:
-        out[baseline] = noise.mean
-    return out
+def _arm_mean(arm: Mapping[int, float]) -> float:
+    return float(np.mean(list(arm.values()))) if arm else math.nan
 
 
-def best_option_verdict(claim: str, scores: Mapping[str, float], expected: str, noise,
+def best_option_verdict(claim: str, runs: Mapping[Any, Sequence], expected: Any, noise: V.PairedNoise,
                         base: Mapping[str, float]) -> V.Verdict:
-    """:func:`~cvaia.experiments.verdicts.best_of` on mIoU; a verdict only when the options
-    that decide it (``expected`` and the best other one) both learned (:func:`learned_miou`)."""
-    vals = {k: float(v) for k, v in scores.items()}
-    others = {k: v for k, v in vals.items() if k != expected and not math.isnan(v)}
-    deciding = [vals.get(expected, math.nan)] + ([max(others.values())] if others else [])
+    """:func:`~cvaia.experiments.verdicts.best_of_paired` on mIoU (option → runs per seed); a
+    verdict only when the options that decide it (``expected`` and the best other one, by their
+    seed means) both learned (:func:`learned_miou`)."""
+    arms = V.arm_values({str(k): v for k, v in runs.items()}, "miou")
+    means = {k: _arm_mean(a) for k, a in arms.items()}
+    others = [m for k, m in means.items() if k != str(expected) and not math.isnan(m)]
+    deciding = [means.get(str(expected), math.nan)] + ([max(others)] if others else [])
     learned = all(learned_miou(v, base) for v in deciding)
-    return V.best_of(claim, vals, expected, noise, "higher", learned=learned)
+    return V.best_of_paired(claim, arms, str(expected), noise, "higher", learned=learned)
 
 
-def pair_verdict(claim: str, a: float, b: float, noise, base: Mapping[str, float], n_a: int = 1,
-                 n_b: int = 1) -> V.Verdict:
-    """The report claims mIoU ``a`` > ``b``; :func:`~cvaia.experiments.verdicts.compare` with
-    a verdict only when both runs learned."""
-    learned = learned_miou(a, base) and learned_miou(b, base)
-    return V.compare(claim, a, b, noise, "higher", n_a=n_a, n_b=n_b, learned=learned)
+def pair_verdict(claim: str, a: Sequence, b: Sequence, noise: V.PairedNoise, base: Mapping[str, float]) -> V.Verdict:
+    """The report claims arm ``a`` (runs per seed) has a higher mIoU than arm ``b``: the paired
+    difference over their shared seeds; a verdict only when both arms learned."""
+    arms = V.arm_values({"a": a, "b": b}, "miou")
+    learned = learned_miou(_arm_mean(arms["a"]), base) and learned_miou(_arm_mean(arms["b"]), base)
+    return V.paired_arms(claim, arms["a"], arms["b"], noise, "higher", learned=learned)
 
 
-def trend_verdict(claim: str, values: Sequence[float], noise, base: Mapping[str, float]) -> V.Verdict:
-    """mIoU keeps rising along ``values``; a verdict only when every run learned."""
-    learned = all(learned_miou(v, base) for v in values)
-    return V.trend(claim, values, noise, "higher", learned=learned)
+def chain_verdict(claim: str, runs: Mapping[str, Sequence], noise: V.PairedNoise, base: Mapping[str, float]) -> V.Verdict:
+    """mIoU rises at every step along ``runs`` (label → runs per seed, in order); a verdict only
+    when every arm learned."""
+    arms = V.arm_values(runs, "miou")
+    learned = all(learned_miou(_arm_mean(a), base) for a in arms.values())
+    return V.chain_paired(claim, arms, noise, "higher", learned=learned)
+
+
+def jitter_verdict(arms: Mapping[str, Config], runs: Mapping[str, Sequence], lr_used: float) -> V.Verdict | None:
+    """The report's "SGD's loss is noisier": the loss jitter (:func:`loss_jitter`) of SGD at its
+    best learning rate (by mIoU) against Adam at ``lr_used``, paired seed by seed; its noise is
+    pooled over the 1.1a arms (the jitter has its own units, so it is not the mIoU noise). None
+    when the grid has no SGD arm with two seeds."""
+    jit = {k: {int(r.config.seed): loss_jitter(r.history) for r in rs if r is not None} for k, rs in runs.items()}
+    jit = {k: {s: v for s, v in a.items() if not math.isnan(v)} for k, a in jit.items()}
+    sgd = [k for k, c in arms.items() if c.optimizer == "sgd" and len(jit.get(k, {})) >= 2]
+    adam = option_label("adam", lr_used)
+    if not sgd or len(jit.get(adam, {})) < 2:
+        return None
+    means = arm_means({k: runs[k] for k in sgd})
+    best_sgd = max(sgd, key=lambda k: (-math.inf if math.isnan(means[k]) else means[k]))
+    try:
+        noise = V.paired_noise("loss_jitter", jit)
+    except ValueError:
+        return None
+    return V.paired_arms(f"SGD's training loss is noisier than Adam's (loss jitter, {best_sgd} vs {adam})",
+                         jit[best_sgd], jit[adam], noise, "higher", id="sgd_noisier")
+
+
+def arm_means(runs: Mapping[Any, Sequence], metric: str = "miou") -> dict[Any, float]:
+    """Seed mean of ``metric`` per arm (NaN for an arm with no finished seed)."""
+    vals = V.arm_values({k: v for k, v in runs.items()}, metric)
+    return {k: _arm_mean(vals[k]) for k in runs}
+
+
+def noise_text(noise: V.PairedNoise, seed_runs: Sequence, n_paired: int) -> str:
+    """Markdown: how the notebook's verdicts are judged, with this run's paired and unpaired σ."""
+    base = [float(r.final["miou"]) for r in seed_runs if r is not None]
+    hw = noise.half_width(n_paired)
+    return (f"Baseline mIoU **{np.mean(base):.2f} ± {np.std(base, ddof=1):.2f}** over {len(base)} seeds. Every other "
+            f"arm trains under the first {n_paired} of these seeds, and a comparison is judged on the **per-seed "
+            f"differences**: two arms under the same seed share the initialisation of the new layers, the data order "
+            f"and the augmentation, so much of the seed-to-seed spread cancels. Pooled over the {noise.arms} arms of "
+            f"this notebook (an additive arm + seed model, {noise.df} degrees of freedom), the σ of a paired "
+            f"difference of two single runs is **{noise.sd_diff:.2f}** mIoU points; unpaired (different seeds) it "
+            f"would be **{noise.unpaired_sd_diff:.2f}** ({noise.unpaired_df} df). A mean difference over "
+            f"{n_paired} seeds is a finding when its 95 % t-interval (±{hw:.2f} points, t with {noise.df} df) "
+            f"excludes 0.")
+
+
+def noise_band(noise: V.PairedNoise, center: float, n: int) -> tuple[float, float, str]:
+    """``(center, half width, label)`` for :func:`cvaia.plots.noise_band`: the baseline's seed mean
+    ± the 95 % half-width of a paired difference over ``n`` seeds (an arm's mean outside the band
+    differs from the baseline by about more than the noise; the verdicts use the exact pairs)."""
+    return center, noise.half_width(n), f"baseline mean ± 95 % half-width of a paired difference ({n} seeds)"
 
 
 def edge_gain_phrase(boundary_gain: float, interior_gain: float, margin: float = 2.0) -> str:
@@ -389,13 +468,6 @@ def best_key(scores: Mapping[Any, float]) -> Any:
         return None
     top = max(v for _, v in items)
     return next(k for k, v in items if v == top)
-
-
-def noise_band(noise) -> tuple[float, float, str]:
-    """``(center, half width, label)`` of the baseline's noise band for :func:`cvaia.plots.noise_band`:
-    its seed mean ± 2σ·√2 (a single run outside the band differs from one baseline run by more
-    than the noise)."""
-    return noise.mean, noise.threshold(1, 1), f"baseline, mean of {noise.n} seeds (σ = {noise.std:.2f})"
 
 
 def report_direction_delta(v: V.Verdict) -> float:
@@ -441,13 +513,52 @@ def grid_note(P: Mapping, key: str, fmt=str) -> str:
     return f"{text} ({note})"
 
 
+def experiment_arms(P: Mapping, pretrained: str, lr: float) -> dict[str, dict[Any, Config]]:
+    """The labelled arms of every experiment after 1.1a (Adam at ``lr``): experiment → label → config."""
+    return {"1.1b": batch_epoch_arms(P, pretrained, lr), "1.2a": init_configs(P, pretrained, lr),
+            "1.2b": dilation_configs(P, pretrained, lr), "1.3 skip": skip_arms(P, pretrained, lr),
+            "1.3 convs": conv_arms(P, pretrained, lr),
+            "1.3 ablation": ablation_configs(P, lr, 48, pretrained)}
+
+
+def seeded(P: Mapping, cfg: Config, baseline: Config) -> list[Config]:
+    """``cfg`` under the seeds it trains under: every seed of ``SEEDS`` for the baseline, the
+    first ``PAIRED_SEEDS`` for every other arm."""
+    from .common import seed_configs as _seeds
+
+    same = cfg.config_hash() == baseline.config_hash()
+    return _seeds(cfg, P["SEEDS"] if same else arm_seeds(P))
+
+
 def all_configs(P: Mapping, pretrained: str, lr: float) -> dict[str, list[Config]]:
-    """Every configuration the notebook trains, per experiment (shared ones appear in several)."""
-    return {"seeds": seed_configs(P, pretrained, lr), "1.1a": optimizer_lr_configs(P, pretrained),
-            "1.1b": batch_epoch_configs(P, pretrained, lr), "1.2a": list(init_configs(P, pretrained, lr).values()),
-            "1.2b": list(dilation_configs(P, pretrained, lr).values()), "1.3 skip": skip_configs(P, pretrained, lr),
-            "1.3 convs": conv_configs(P, pretrained, lr),
-            "1.3 ablation": list(ablation_configs(P, lr, 48, pretrained).values())}
+    """Every configuration the notebook trains (each arm under its seeds, :func:`seeded`), per
+    experiment (shared ones appear in several)."""
+    baseline = base_config(P, pretrained, optimizer_lr=lr)
+    exps = {"seeds": {"baseline": baseline}, "1.1a": optimizer_lr_arms(P, pretrained),
+            **experiment_arms(P, pretrained, lr)}
+    return {name: [c for cfg in arms.values() for c in seeded(P, cfg, baseline)] for name, arms in exps.items()}
+
+
+def train_arms(P: Mapping, arms_by_experiment: Mapping[str, Mapping[Any, Config]], baseline: Config,
+               executor=None) -> dict[str, dict[Any, list]]:
+    """Train (or load) every arm under its seeds (:func:`seeded`) in one batch: experiment →
+    label → runs in seed order (None for a diverged seed)."""
+    from .common import run_configs
+
+    jobs, keys = [], []
+    for exp, arms in arms_by_experiment.items():
+        for label, cfg in arms.items():
+            for c in seeded(P, cfg, baseline):
+                jobs.append(c)
+                keys.append((exp, label))
+    unique: dict[str, Config] = {}
+    for c in jobs:
+        unique.setdefault(c.config_hash(), c)
+    done = dict(zip(unique, run_configs(list(unique.values()), executor), strict=True))
+    out: dict[str, dict[Any, list]] = {exp: {label: [] for label in arms} for exp, arms in arms_by_experiment.items()}
+    for (exp, label), c in zip(keys, jobs, strict=True):
+        out[exp][label].append(done[c.config_hash()])
+    return out
 
 
 def training_budget(configs: Mapping[str, Sequence[Config]], n_train: int) -> pd.DataFrame:

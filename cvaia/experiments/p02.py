@@ -30,13 +30,15 @@ PROFILES = {
     "smoke": {"TRAIN_IMAGES": 8, "VAL_IMAGES": 4, "CROP_SIZE": 64, "EPOCHS": 1, "BATCH_SIZE": 4,
               "LR": 1e-3, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1], "AUG_FLIP": True,
               "AUG_SCALE_MAX": 1.0, "SAMPLES": 2, "LOG_EVERY": 1},
-    # real learning on the synthetic set: 5 runs of two epochs over 1500 images (750 steps of 4 crops
-    # of 96², ~2 min each on 2 cores). Probed (w = 0.5, seed 0, 100 val images, shipped encoder):
-    # 500 / 3000 / 4000 crops gave mIoU 25.0 / 35.4 / 35.4, SI-logRMSE 33.7 / 28.8 / 27.2; Adam 1e-3
-    # at 3000 crops 33.3 / 30.5; a 10x smaller encoder lr did worse; a frozen encoder BatchNorm
-    # (--encoder_frozen_bn) 35.3 / 28.0, no better. Earlier (500 crops): 96² beat 64²
-    # and 128² at equal pixels, batch 4 beat 8, scale augmentation 0.75..1.5 hurt at this length.
-    "quick": {"TRAIN_IMAGES": 1500, "VAL_IMAGES": 100, "CROP_SIZE": 96, "EPOCHS": 2, "BATCH_SIZE": 4,
+    # real learning on the synthetic set: the three weights under the same 3 seeds (9 runs, a paired
+    # design), each one epoch of 1500 images (375 steps of 4 crops of 96²). Probed before (w = 0.5,
+    # seed 0, 100 val images, shipped encoder): 500 / 3000 / 4000 crops gave mIoU 25.0 / 35.4 / 35.4,
+    # SI-logRMSE 33.7 / 28.8 / 27.2; Adam 1e-3 at 3000 crops 33.3 / 30.5; a 10x smaller encoder lr
+    # did worse; a frozen encoder BatchNorm (--encoder_frozen_bn) 35.3 / 28.0, no better. Earlier
+    # (500 crops): 96² beat 64² and 128² at equal pixels, batch 4 beat 8, scale augmentation
+    # 0.75..1.5 hurt at this length. Half the crops of the earlier 5-run design per run buys the
+    # seeds every weight needs for a paired slope.
+    "quick": {"TRAIN_IMAGES": 1500, "VAL_IMAGES": 100, "CROP_SIZE": 96, "EPOCHS": 1, "BATCH_SIZE": 4,
               "LR": 5e-4, "WEIGHTS": [0.25, 0.5, 0.75], "SEEDS": [0, 1, 2], "AUG_FLIP": True,
               "AUG_SCALE_MAX": 1.0, "SAMPLES": 3, "LOG_EVERY": 10},
     # course scale (GPU)
@@ -87,15 +89,11 @@ def base_weight(weights: Sequence[float]) -> float:
 
 
 def weighting_configs(P: Mapping, pretrained: str = "random") -> dict[tuple[float, int], Config]:
-    """``{(w, seed): config}``: every weight of ``WEIGHTS`` once (seed ``SEEDS[0]``), and the base
-    weight (:func:`base_weight`) under every seed of ``SEEDS``."""
+    """``{(w, seed): config}``: every weight of ``WEIGHTS`` under every seed of ``SEEDS`` (a paired
+    design: the weights differ, the seeds' initialisation, data order and augmentation do not)."""
     seeds = [int(s) for s in (P.get("SEEDS") or [P.get("SEED", 0)])]
-    base = base_weight(P["WEIGHTS"])
-    out = {}
-    for w in P["WEIGHTS"]:
-        for s in (seeds if math.isclose(float(w), base) else seeds[:1]):
-            out[(float(w), s)] = joint_config(P, float(w), pretrained=pretrained, seed=s)
-    return out
+    return {(float(w), s): joint_config(P, float(w), pretrained=pretrained, seed=s)
+            for w in P["WEIGHTS"] for s in seeds}
 
 
 def runs_by_weight(configs: Mapping[tuple[float, int], Config], runs: Sequence) -> dict[float, list]:
@@ -167,50 +165,64 @@ CLAIM_SCORE = (f"w = {REPORT_CHOSEN_W:g} gives the best grader score (report: {_
                f"w = 0.25, 0.5, 0.75)")
 
 
-def weighting_verdicts(wt: pd.DataFrame, noise: Mapping[str, Any], learned: Mapping[float, Mapping[str, bool]],
-                       base_w: float = REPORT_CHOSEN_W) -> list:
-    """Verdicts of the report's three weighting findings against the seed noise.
+def weighting_noise(by_w: Mapping[float, Sequence], metrics: Sequence[str] = ("miou", "si_log_rmse", "score")) -> dict:
+    """Per metric, the paired noise of the weighting runs (:class:`~cvaia.experiments.verdicts.PairedNoise`:
+    an additive weight + seed model over every weight under the shared seeds)."""
+    from . import verdicts as V
 
-    ``wt``: :func:`weighting_table`; ``noise``: metric → :class:`~cvaia.experiments.verdicts.Noise`
-    of the base weight's seeds (``miou``, ``si_log_rmse``, ``score``); ``learned``: w → the
-    per-task result of :func:`cvaia.experiments.baselines.learned`. A trend over the swept
-    weights needs every step to clear the noise; a run that did not clearly beat its trivial
-    baseline makes the verdict inconclusive. A trend is the least-squares slope over the swept
-    weights with its t-interval (σ of one point: the base weight's seed σ, with its degrees of
-    freedom; the base weight's value is a mean over its seeds, so treating it as one run is
-    conservative), not "every step clears the noise". The best-score claim compares single runs.
+    return {m: V.paired_noise(m, V.arm_values(by_w, m)) for m in metrics}
+
+
+def weighting_verdicts(by_w: Mapping[float, Sequence], noise: Mapping[str, Any],
+                       learned: Mapping[float, Mapping[str, bool]], base_w: float = REPORT_CHOSEN_W) -> list:
+    """Verdicts of the report's three weighting findings, from the paired design.
+
+    ``by_w``: w → runs (one per seed, the same seeds for every w); ``noise``: metric →
+    :class:`~cvaia.experiments.verdicts.PairedNoise` (:func:`weighting_noise`); ``learned``: w →
+    the per-task result of :func:`cvaia.experiments.baselines.learned` on the seed means. The two
+    trends are the least-squares slope over every run (each weight under each seed) with its
+    t-interval; its σ is the residual σ of one run once the seed's shared part is removed (with
+    every weight under the same seeds the slope is the same as within seeds), with that σ's
+    degrees of freedom. The best-score claim compares w = 0.5 with every other weight, pair by
+    pair. A run that did not clearly beat its trivial baseline makes a verdict inconclusive.
     """
     from . import verdicts as V
 
-    ok = wt.sort_values("w")
-    ws = [float(w) for w in ok["w"]]
+    ws = sorted(float(w) for w in by_w)
     sem_ok = all(learned.get(w, {}).get("semseg", False) for w in ws)
     dep_ok = all(learned.get(w, {}).get("depth", False) for w in ws)
     out = []
     if len(ws) >= 2:
         for claim, metric, learned_ok in ((CLAIM_MIOU, "miou", sem_ok), (CLAIM_SILOG, "si_log_rmse", dep_ok)):
+            arms = V.arm_values(by_w, metric)
+            x = [w for w in ws for _ in arms[w]]
+            y = [v for w in ws for v in arms[w].values()]
             nz = noise[metric]
-            out.append(V.slope_trend(claim, ws, list(ok[metric]), "lower", sd=nz.std, df=nz.df,
-                                     learned=learned_ok, id=f"weighting_trend_{metric}", unit="per unit of w"))
+            out.append(V.slope_trend(claim, x, y, "lower", sd=max(nz.sd, nz.floor), df=nz.df, learned=learned_ok,
+                                     id=f"weighting_trend_{metric}", unit="per unit of w, every run a point"))
     if any(math.isclose(w, base_w) for w in ws) and len(ws) >= 2:
-        scores = {f"w = {w:g}": float(s) for w, s in zip(ws, ok["score"], strict=True)}
-        v = V.best_of(CLAIM_SCORE, scores, f"w = {base_w:g}", noise["score"], "higher", learned=sem_ok and dep_ok)
-        if v.outcome != V.INCONCLUSIVE and all(s == 0 for s in scores.values() if not math.isnan(s)):
-            v = V.Verdict(CLAIM_SCORE, V.INCONCLUSIVE, v.delta, v.threshold, "every grader score is 0", v.numbers)
+        arms = {f"w = {w:g}": a for w, a in V.arm_values(by_w, "score").items()}
+        v = V.best_of_paired(CLAIM_SCORE, arms, f"w = {base_w:g}", noise["score"], "higher",
+                             learned=sem_ok and dep_ok, id="weighting_best_score")
+        if all(x == 0 for a in arms.values() for x in a.values()):
+            v = V.Verdict(CLAIM_SCORE, V.INCONCLUSIVE, v.delta, v.threshold, "every grader score is 0", v.numbers,
+                          id="weighting_best_score", test=v.test)
         out.append(v)
     return out
 
 
 def weighting_text(wt: pd.DataFrame, verdicts: Sequence, noise: Mapping[str, Any], base_w: float = REPORT_CHOSEN_W) -> str:
-    """Markdown: each verdict with its numbers, then what the scores can and cannot rank."""
+    """Markdown: the noise of the paired design, each verdict with its numbers, then what the scores
+    can and cannot rank."""
     lines = [f"- {v.sentence()}" for v in verdicts]
-    n = noise["miou"]
-    text = (f"Seed noise of w = {base_w:g}: mIoU {noise['miou'].describe()}, SI-logRMSE "
-            f"{noise['si_log_rmse'].describe()}. The two trends are judged on the least-squares slope over the "
-            f"weights with its 95 % t-interval ({n.df} degrees of freedom of σ): a trend counts when the interval "
-            f"excludes 0. The best-score claim compares single runs: a difference has to exceed 2·σ·√2 — "
-            f"{n.threshold():.2f} mIoU points, {noise['si_log_rmse'].threshold():.2f} SI-logRMSE points — to count.\n\n"
-            + "\n".join(lines))
+    m, d = noise["miou"], noise["si_log_rmse"]
+    text = (f"Every weight is trained under the same {len(m.seeds)} seeds ({', '.join(map(str, m.seeds))}), so "
+            f"the weights are compared seed by seed. Noise of a paired difference of two runs: mIoU "
+            f"{m.sd_diff:.2f} ({m.df} df; unpaired it would be {m.unpaired_sd_diff:.2f}), SI-logRMSE "
+            f"{d.sd_diff:.2f} ({d.df} df; unpaired {d.unpaired_sd_diff:.2f}). The two trends are judged on the "
+            f"least-squares slope over all {sum(wt['seeds'])} runs with its 95 % t-interval: a trend counts when "
+            f"the interval excludes 0. The best-score claim compares w = {base_w:g} with each other weight, pair "
+            f"by pair.\n\n" + "\n".join(lines))
     scores = wt["score"].dropna()
     if len(scores) and (scores == 0).all():
         text += ("\n\nEvery grader score is 0 here (mIoU below 50 and SI-logRMSE above 50, the grader's thresholds), "
@@ -219,8 +231,9 @@ def weighting_text(wt: pd.DataFrame, verdicts: Sequence, noise: Mapping[str, Any
 
 
 def difference_figure(wt: pd.DataFrame, noise: Mapping[str, Any], base_w: float = REPORT_CHOSEN_W) -> Figure:
-    """mIoU and SI-logRMSE of each weight minus the base weight's, for the report and this run, with the
-    noise threshold (2σ of a difference) as a grey band: a step inside the band is not a finding.
+    """mIoU and SI-logRMSE of each weight minus the base weight's (seed means), for the report and this
+    run, with the 95 % half-width of a paired difference of seed means as a grey band (``noise``:
+    metric → :class:`~cvaia.experiments.verdicts.PairedNoise`): a step inside it is not a finding.
 
     Differences, not absolute values: the report's numbers (≈ 84 mIoU) and a short CPU run's are
     far apart, while the claims are about the *direction* of the change. The y axis is symmetric
@@ -235,12 +248,14 @@ def difference_figure(wt: pd.DataFrame, noise: Mapping[str, Any], base_w: float 
             continue
         ours = ok[metric] - float(base[metric].iloc[0])
         rep = ok[rep_col] - float(base[rep_col].iloc[0])
-        thr = noise[metric].threshold()
+        n_seeds = int(ok["seeds"].min()) if "seeds" in ok else 1
+        thr = noise[metric].half_width(max(n_seeds, 1))
         x = np.arange(len(ok))
-        ax.axhspan(-thr, thr, color="0.85", zorder=0, label=f"noise threshold ±{thr:.2f} (2σ√2)")
+        ax.axhspan(-thr, thr, color="0.85", zorder=0,
+                   label=f"±{thr:.2f}: 95 % half-width of a paired difference ({n_seeds} seeds)")
         ax.axhline(0, color="0.4", lw=0.8)
         ax.plot(x, rep, "s--", color="C1", label="report")
-        ax.plot(x, ours, "o-", color="C0", label="this run (w = 0.5: mean of seeds)")
+        ax.plot(x, ours, "o-", color="C0", label="this run (means over the same seeds)")
         if f"{metric}_std" in ok:
             sd = ok[f"{metric}_std"].to_numpy(float)
             ax.errorbar(x, ours, yerr=np.where(np.isfinite(sd), sd, 0.0), fmt="none", ecolor="C0", capsize=4)
@@ -571,8 +586,7 @@ def scope_text(P: Mapping, budget: Mapping[str, float], encoder: str) -> str:
     seeds = list(P["SEEDS"])
     return (
         f"**What this profile ({P['PROFILE']}) runs.** {budget['runs']} runs of the joint model "
-        f"(w ∈ {{{', '.join(f'{w:g}' for w in P['WEIGHTS'])}}}, the w = {base_weight(P['WEIGHTS']):g} configuration under "
-        f"seeds {seeds}), each {P['EPOCHS']} epoch(s) of {P['TRAIN_IMAGES'] or 'all'} training images as "
+        f"(w ∈ {{{', '.join(f'{w:g}' for w in P['WEIGHTS'])}}}, each under seeds {seeds}), each {P['EPOCHS']} epoch(s) of {P['TRAIN_IMAGES'] or 'all'} training images as "
         f"{P['CROP_SIZE']}² crops (batch {P['BATCH_SIZE']}, Adam {P['LR']:g}, poly decay, "
         f"{'flips' if P.get('AUG_FLIP') else 'no flips'}"
         + (f", scale 1..{P['AUG_SCALE_MAX']:g}" if P.get("AUG_SCALE_MAX", 1.0) > 1.0 else "")
@@ -592,8 +606,8 @@ def scope_text(P: Mapping, budget: Mapping[str, float], encoder: str) -> str:
 
 
 def headline(wt: pd.DataFrame, base_w: float = REPORT_CHOSEN_W) -> dict[str, float]:
-    """The notebook's headline numbers: per weight mIoU and SI-logRMSE (base weight: mean over
-    seeds, with ``_std``), and the base weight's score, abs-rel and δ1."""
+    """The notebook's headline numbers: per weight mIoU and SI-logRMSE (means over the seeds; the
+    base weight also with ``_std``), and the base weight's score, abs-rel and δ1."""
     out: dict[str, float] = {}
     for _, r in wt.iterrows():
         w = float(r["w"])

@@ -110,7 +110,7 @@ def run_steps(run) -> int:
 
 
 def half_epochs_verdict(claim: str, branched: float, joint_half: Sequence[float], joint_full: Sequence[float],
-                        direction: str = "higher", learned: bool = True, k: float = V.K_SIGMA,
+                        direction: str = "higher", learned: bool = True, k: float | None = None,
                         steps: int | None = None, min_steps: int = MIN_STEPS_LONG_SCHEDULE) -> V.Verdict:
     """The report's "branched in half the epochs ≈ joint in all of them", judged against the
     joint model's seed noise.
@@ -125,7 +125,8 @@ def half_epochs_verdict(claim: str, branched: float, joint_half: Sequence[float]
       or behind it at the same epoch by more than the threshold;
     - **inconclusive at this scale** otherwise, or when a run did not learn.
 
-    Thresholds: ``k·σ·√(1 + 1/n)`` with σ the seed spread of the joint values at that epoch.
+    Thresholds: the 95 % t-interval half-width ``t_df·σ·√(1 + 1/n)`` (``k·σ·√(1 + 1/n)`` when ``k`` is
+    given), with σ the seed spread of the joint values at that epoch and its degrees of freedom.
 
     ``steps``: the optimizer steps the branched run took; below ``min_steps`` the claim (one
     about long schedules) is inconclusive by rule, whatever the numbers (they stay in the detail).

@@ -102,7 +102,7 @@ METRIC_TASKS = {"miou": "semseg", "si_log_rmse": "depth"}
 
 def variant_verdicts(variant: str, values: Mapping[str, float], reference: Mapping[str, float],
                      noise: Mapping[str, V.Noise], n_reference: int, learned: bool | Mapping[str, bool] = True,
-                     k: float = V.K_SIGMA) -> list[V.Verdict]:
+                     k: float | None = None) -> list[V.Verdict]:
     """One verdict per metric of :data:`VARIANT_METRICS`: does ``variant`` (one run, ``values``)
     improve on the fixed-weight baseline (``reference``: its mean over ``n_reference`` seeds, or
     the same model's value for a paired comparison with ``n_reference=1``)? Judged against the

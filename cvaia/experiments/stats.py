@@ -14,6 +14,8 @@ training runs, and each question has its test:
   t-interval. :func:`two_sample` is the unpaired interval (means over ``n_a`` and ``n_b`` runs
   with a pooled σ), for arms that do not share seeds. :func:`sign_flip_p` is the exact
   randomisation test of the paired differences, which needs no normality (useful for small n).
+- **How noisy is a paired difference?** :func:`blocked_sd`: the residual σ of an additive
+  arm + seed model over every arm trained under the same seeds (what pairing leaves).
 - **No gain?** :func:`equivalent` (two one-sided tests, TOST): the ``1 − 2α`` interval of the
   difference lies inside ``±margin``, a margin stated before the run.
 - **A trend over a grid?** :func:`slope`: least-squares slope over all points with its interval,
@@ -106,6 +108,25 @@ def pooled_sd(groups: Iterable[Sequence[float]]) -> tuple[float, int]:
     if df == 0:
         raise ValueError("pooled_sd: need at least one group with two or more values")
     return math.sqrt(ss / df), df
+
+
+def blocked_sd(table: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """σ of one run once its seed's shared part is removed, from a complete arms × seeds table
+    (``table[i][j]``: arm ``i`` trained under seed ``j``; every arm under the same seeds).
+
+    The residual standard deviation of the additive model ``y = arm + seed + ε`` and its degrees
+    of freedom ``(k − 1)(n − 1)``. A paired difference of two arms has variance ``2σ²`` (for two
+    arms this is exactly the variance of the per-seed differences divided by 2); the seed's own
+    effect (its initialisation, data order and augmentation, shared by every arm) cancels."""
+    y = np.asarray([_floats(row, "blocked_sd") for row in table], dtype=float)
+    if y.ndim != 2:
+        raise ValueError("blocked_sd: every arm needs one value per shared seed")
+    k, n = y.shape
+    if k < 2 or n < 2:
+        raise ValueError(f"blocked_sd: need at least 2 arms under at least 2 shared seeds, got {k} × {n}")
+    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    df = (k - 1) * (n - 1)
+    return math.sqrt(float(np.sum(resid ** 2)) / df), df
 
 
 def _interval(estimate: float, se: float, df: float, n: tuple[int, ...], test: str,

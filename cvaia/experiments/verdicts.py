@@ -1,18 +1,28 @@
 """Verdicts that know their noise: is a finding of the report reproduced by *this* run?
 
-A difference between two runs is a finding only when it clears the run-to-run noise. Each
-notebook trains its baseline configuration under several seeds (:func:`seed_noise`); every
-comparison with the report then gets one of three verdicts:
+A difference between two runs is a finding only when it clears the run-to-run noise. Every
+comparison with the report gets one of three outcomes:
 
-- **reproduced**: the measured difference points the report's way and clears the noise;
+- **reproduced**: the measured difference points the report's way and clears the noise (for a
+  "no gain" claim: the difference lies inside a margin stated before the run, :func:`equivalence`);
 - **contradicted**: it points the other way and clears the noise;
-- **inconclusive at this scale**: it does not clear the noise (or a run did not learn).
+- **inconclusive at this scale**: it does not clear the noise (or a run did not learn); the
+  verdict then states the smallest effect this profile could have detected.
 
-"Clears the noise" means ``|Δ| > k·σ_Δ`` with ``k = 2`` and ``σ_Δ = σ·√(1/n_a + 1/n_b)``: σ is
-the seed standard deviation of the metric measured on the baseline, and a difference of two
-single runs has a standard deviation of σ·√2. A trend over several points needs *every* step
-to clear it. Each :class:`Verdict` carries the numbers it decided on, so the notebooks can
-print them next to the word.
+The design the notebooks use is **paired**: the arms of a comparison are trained under the same
+seeds (same initialisation of new layers, same data order and augmentation), and a comparison is
+judged on the per-seed differences. Their noise, :class:`PairedNoise`, is pooled over every arm of
+the notebook (:func:`paired_noise`, the residual of an additive arm + seed model); the interval
+of a mean difference over ``n`` shared seeds is ``t_df · σ_Δ / √n``, with the t quantile at the
+pooled degrees of freedom. Tests per kind of claim: :func:`paired` (A beats B),
+:func:`best_of_paired` (A is the best of k: every pairwise difference), :func:`chain_paired`
+(each ingredient adds), :func:`slope_trend` (a trend over a grid), :func:`equivalence` (no
+gain, TOST), :func:`long_schedule` (a long-schedule claim below a stated number of steps).
+
+:func:`compare` / :func:`trend` / :func:`best_of` are the unpaired forms (single runs against a
+seed mean): their threshold is the t-interval's half-width ``t_df·σ·√(1/n_a + 1/n_b)`` with σ's
+degrees of freedom (:meth:`Noise.t_threshold`). Each :class:`Verdict` carries the numbers it
+decided on, so the notebooks can print them next to the word.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ CONTRADICTED = "contradicted"
 INCONCLUSIVE = "inconclusive at this scale"
 OUTCOMES = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
 
-#: How many standard deviations of the difference a finding has to clear.
+#: Legacy fixed multiple of σ for :meth:`Noise.threshold` when ``k`` is given; the verdicts use
+#: the t quantile at σ's degrees of freedom instead (``k=None``).
 K_SIGMA = 2.0
 
 #: What a verdict rests on: trained runs (with noise) or counted arithmetic (no noise).
@@ -99,8 +110,11 @@ class Noise:
         """Standard deviation of the difference of a mean over ``n_a`` runs and one over ``n_b``."""
         return self.std * math.sqrt(1.0 / n_a + 1.0 / n_b)
 
-    def threshold(self, n_a: int = 1, n_b: int = 1, k: float = K_SIGMA) -> float:
-        """The smallest |Δ| that counts as a finding."""
+    def threshold(self, n_a: int = 1, n_b: int = 1, k: float | None = None) -> float:
+        """The smallest |Δ| that counts as a finding: the 95 % t-interval's half-width
+        (:meth:`t_threshold`), or ``k·σ_Δ`` when ``k`` is given."""
+        if k is None:
+            return self.t_threshold(n_a, n_b) if self.df > 0 else math.nan
         return k * self.sigma_diff(n_a, n_b)
 
     def describe(self, digits: int = 2) -> str:
@@ -172,7 +186,7 @@ class Verdict:
         if not self.test:
             object.__setattr__(self, "test", self.interval.test if self.interval is not None else
                                ("count with a tie tolerance" if self.threshold_kind == "tie" else
-                                f"|Δ| > {K_SIGMA:g}σ of the difference"))
+                                "|Δ| beyond the noise of the difference"))
         if not self.n and self.interval is not None:
             object.__setattr__(self, "n", tuple(self.interval.n))
 
@@ -218,7 +232,7 @@ class Verdict:
                 and not (iv is not None and self.threshold_kind == "noise")):
             parts.append(f"margin ±{self.threshold:.{digits}g}" if self.threshold_kind == "margin" else
                          f"tie tolerance ±{self.threshold:.{digits}g}" if self.threshold_kind == "tie" else
-                         f"noise threshold ±{self.threshold:.{digits}f} (2σ of the difference)")
+                         f"noise threshold ±{self.threshold:.{digits}f} (95 % t-interval of the difference)")
         if self.detail:
             parts.append(self.detail)
         return "; ".join(parts)
@@ -236,7 +250,7 @@ def _signed(direction: str) -> float:
 
 
 def compare(claim: str, a: float, b: float, noise: Noise, direction: str = "higher",
-            n_a: int = 1, n_b: int = 1, k: float = K_SIGMA, learned: bool = True) -> Verdict:
+            n_a: int = 1, n_b: int = 1, k: float | None = None, learned: bool = True) -> Verdict:
     """The report claims ``a`` is ``direction`` ("higher"/"lower") than ``b``.
 
     ``a``/``b`` may be means over ``n_a``/``n_b`` seeds. ``learned=False`` (a run not clearly
@@ -254,11 +268,12 @@ def compare(claim: str, a: float, b: float, noise: Noise, direction: str = "high
         outcome = INCONCLUSIVE
     else:
         outcome = REPRODUCED if sign * delta > 0 else CONTRADICTED
-    return Verdict(claim, outcome, delta, thr, "", numbers, n=(int(n_a), int(n_b)))
+    return Verdict(claim, outcome, delta, thr, "", numbers, n=(int(n_a), int(n_b)),
+                   test=_unpaired_test(noise, k))
 
 
 def trend(claim: str, values: Sequence[float], noise: Noise, direction: str = "higher",
-          n: int = 1, k: float = K_SIGMA, learned: bool = True) -> Verdict:
+          n: int = 1, k: float | None = None, learned: bool = True) -> Verdict:
     """The report claims ``values`` (ordered along the swept setting) keep getting ``direction``.
 
     Reproduced when every consecutive step moves that way by more than the noise threshold;
@@ -282,11 +297,11 @@ def trend(claim: str, values: Sequence[float], noise: Noise, direction: str = "h
         outcome = CONTRADICTED
     else:
         outcome = INCONCLUSIVE
-    return Verdict(claim, outcome, math.nan, thr, detail, numbers)
+    return Verdict(claim, outcome, math.nan, thr, detail, numbers, test=_unpaired_test(noise, k))
 
 
 def best_of(claim: str, scores: Mapping[str, float], expected: str, noise: Noise,
-            direction: str = "higher", k: float = K_SIGMA, learned: bool = True) -> Verdict:
+            direction: str = "higher", k: float | None = None, learned: bool = True) -> Verdict:
     """The report claims option ``expected`` is the best of ``scores`` (option → metric).
 
     Reproduced when ``expected`` beats every other option by more than the threshold;
@@ -315,7 +330,13 @@ def best_of(claim: str, scores: Mapping[str, float], expected: str, noise: Noise
         outcome = CONTRADICTED
     else:
         outcome = INCONCLUSIVE
-    return Verdict(claim, outcome, sign * margin, thr, detail, numbers)
+    return Verdict(claim, outcome, sign * margin, thr, detail, numbers, test=_unpaired_test(noise, k))
+
+
+def _unpaired_test(noise: Noise, k: float | None) -> str:
+    if k is not None:
+        return f"|Δ| > {k:g}σ of the difference"
+    return f"|Δ| beyond the 95 % t-interval of an unpaired difference (σ with {noise.df} df)"
 
 
 def _outcome_of(iv: stats.Interval) -> str:
@@ -355,6 +376,218 @@ def paired(claim: str, a: Sequence[float], b: Sequence[float], direction: str = 
     return _measured(claim, iv, numbers, learned, id, detail="estimate in the report's direction")
 
 
+#: One arm of a paired design: seed → value of one metric (a diverged seed is left out).
+Arm = Mapping[int, float]
+
+
+@dataclass(frozen=True)
+class PairedNoise:
+    """The noise of a notebook's paired design for one metric.
+
+    ``sd`` is σ of one run once the seed's shared part is removed (:func:`~.stats.blocked_sd`
+    over every arm under the shared seeds), with ``df`` degrees of freedom; a paired difference
+    of two single runs has σ ``√2·sd``. ``unpaired_sd`` is the seed spread of one configuration
+    pooled over every multi-seed arm (``unpaired_df``): what an unpaired comparison would use."""
+
+    metric: str
+    sd: float
+    df: int
+    unpaired_sd: float
+    unpaired_df: int
+    arms: int
+    seeds: tuple[int, ...]
+    #: lower bound on ``sd``: a spread of (almost) zero from few seeds is luck, not precision
+    floor: float = 0.0
+
+    @property
+    def sd_diff(self) -> float:
+        """σ of the difference of two single runs under the same seed."""
+        return math.sqrt(2.0) * max(self.sd, self.floor)
+
+    @property
+    def unpaired_sd_diff(self) -> float:
+        """σ of the difference of two single runs under different seeds."""
+        return math.sqrt(2.0) * max(self.unpaired_sd, self.floor)
+
+    def half_width(self, n: int = 1, level: float = stats.LEVEL) -> float:
+        """Half-width of the t-interval of a mean paired difference over ``n`` shared seeds."""
+        return stats.t_quantile(self.df, level) * self.sd_diff / math.sqrt(n)
+
+    def describe(self, digits: int = 2) -> str:
+        """``"σ of a paired difference 0.80 (13 df, 9 arms under seeds 0, 1); unpaired 1.22 (16 df)"``."""
+        return (f"σ of a paired difference {self.sd_diff:.{digits}f} ({self.df} df, {self.arms} arms under seeds "
+                f"{', '.join(map(str, self.seeds))}); unpaired it would be {self.unpaired_sd_diff:.{digits}f} "
+                f"({self.unpaired_df} df)")
+
+    def record(self) -> dict:
+        return {"metric": self.metric, "sd_paired_diff": self.sd_diff, "df_paired": self.df,
+                "sd_unpaired_diff": self.unpaired_sd_diff, "df_unpaired": self.unpaired_df, "arms": self.arms,
+                "seeds": list(self.seeds)}
+
+
+def paired_noise(metric: str, arms: Mapping[str, Arm], floor: float = 0.0) -> PairedNoise:
+    """:class:`PairedNoise` of ``metric`` over every arm (label → seed → value) of a notebook.
+
+    The blocked σ uses the seeds that every arm with at least two seeds shares (an arm missing
+    one of them, e.g. a diverged seed, is left out of it); the unpaired σ pools each such arm's
+    own seed spread. Pass each distinct arm once (:func:`distinct_arms` drops an arm whose runs are
+    another's)."""
+    cands = []
+    for arm in arms.values():
+        vals = {int(s): float(v) for s, v in arm.items() if not math.isnan(float(v))}
+        if len(vals) >= 2:
+            cands.append(vals)
+    multi = cands
+    if len(multi) < 2:
+        raise ValueError(f"paired noise of {metric}: need at least 2 arms with 2 or more seeds, got {len(multi)}")
+    counts: dict[int, int] = {}
+    for vals in multi:
+        for s in vals:
+            counts[s] = counts.get(s, 0) + 1
+    # the shared seed set that gives the most degrees of freedom (k − 1)(n − 1): the n seeds
+    # most arms have (ties: the lower seed), and the k arms that have all of them
+    best = None
+    for n_seeds in range(max(len(v) for v in multi), 1, -1):
+        seeds = tuple(sorted(sorted(counts, key=lambda s: (-counts[s], s))[:n_seeds]))
+        table = [[vals[s] for s in seeds] for vals in multi if all(s in vals for s in seeds)]
+        df = (len(table) - 1) * (len(seeds) - 1)
+        if len(table) >= 2 and (best is None or df > best[1]):
+            best = (seeds, df, table)
+    if best is None:
+        raise ValueError(f"paired noise of {metric}: no two arms share two seeds")
+    seeds, _, table = best
+    sd, df = stats.blocked_sd(table)
+    usd, udf = stats.pooled_sd(list(vals.values()) for vals in multi)
+    return PairedNoise(metric, sd, df, usd, udf, len(table), tuple(seeds), floor)
+
+
+def distinct_arms(runs_by_arm: Mapping[str, Sequence]) -> dict[str, Sequence]:
+    """``runs_by_arm`` without the arms whose finished runs are all runs of another arm (the
+    baseline is a point of several experiments: its runs must enter the noise once)."""
+    def ident(r):
+        return getattr(r, "path", None) or id(r)
+
+    sets = {k: frozenset(ident(r) for r in rs if r is not None) for k, rs in runs_by_arm.items()}
+    out: dict[str, Sequence] = {}
+    for k in sorted(sets, key=lambda k: -len(sets[k])):
+        if sets[k] and not any(sets[k] <= sets[o] for o in out):
+            out[k] = runs_by_arm[k]
+    return {k: runs_by_arm[k] for k in runs_by_arm if k in out}
+
+
+def shared(a: Arm, b: Arm) -> tuple[list[float], list[float], list[int]]:
+    """The values of arms ``a`` and ``b`` under the seeds both have (sorted), and those seeds."""
+    seeds = sorted(set(a) & set(b))
+    seeds = [s for s in seeds if not (math.isnan(float(a[s])) or math.isnan(float(b[s])))]
+    return [float(a[s]) for s in seeds], [float(b[s]) for s in seeds], seeds
+
+
+def _paired_interval(a: Arm, b: Arm, noise: PairedNoise, sign: float, level: float = stats.LEVEL):
+    xa, xb, seeds = shared(a, b)
+    if not seeds:
+        return None
+    iv = stats.paired_difference([sign * v for v in xa], [sign * v for v in xb], level, noise.sd_diff, noise.df)
+    return iv
+
+
+def paired_arms(claim: str, a: Arm, b: Arm, noise: PairedNoise, direction: str = "higher", *,
+                learned: bool = True, id: str | None = None) -> Verdict:
+    """The report claims arm ``a`` is ``direction`` than arm ``b`` (both seed → value): the mean
+    of their per-seed differences over the shared seeds, with the pooled paired σ of ``noise``
+    and its degrees of freedom."""
+    sign = _signed(direction)
+    iv = _paired_interval(a, b, noise, sign)
+    numbers = {"a_mean": float(np.mean(list(a.values()))) if a else math.nan,
+               "b_mean": float(np.mean(list(b.values()))) if b else math.nan}
+    if iv is None:
+        return Verdict(claim, INCONCLUSIVE, detail="the arms share no finished seed", numbers=numbers, id=id or "",
+                       test="paired t (pooled σ)")
+    return _measured(claim, iv, numbers, learned, id, test="paired t (pooled σ)",
+                     detail=f"mean over seeds {', '.join(map(str, shared(a, b)[2]))}, in the report's direction")
+
+
+def best_of_paired(claim: str, arms: Mapping[str, Arm], expected: str, noise: PairedNoise,
+                   direction: str = "higher", *, learned: bool = True, id: str | None = None) -> Verdict:
+    """The report claims option ``expected`` is the best of ``arms`` (option → seed → value).
+
+    Every pairwise paired difference ``expected − other`` (report direction) gets its interval:
+    reproduced when each lies above 0; contradicted when some other option's lies wholly below
+    0 (it beats ``expected``); else inconclusive. The interval shown is the one against the
+    closest rival (the decisive one). Options with no finished seed count as beaten."""
+    if expected not in arms:
+        raise KeyError(f"best_of_paired {claim!r}: expected option {expected!r} is not among {list(arms)}")
+    sign = _signed(direction)
+    mine = arms[expected]
+    numbers = {str(o): float(np.mean(list(v.values()))) if v else math.nan for o, v in arms.items()}
+    test = "paired t against every other option (pooled σ)"
+    ivs = {o: _paired_interval(mine, v, noise, sign) for o, v in arms.items() if o != expected}
+    ivs = {o: iv for o, iv in ivs.items() if iv is not None}
+    if not mine:
+        return Verdict(claim, INCONCLUSIVE, detail=f"{expected} has no finished seed", numbers=numbers, id=id or "",
+                       test=test)
+    if not ivs:
+        return Verdict(claim, REPRODUCED, detail="the only option with a value", numbers=numbers, id=id or "",
+                       test=test)
+    rival = min(ivs, key=lambda o: ivs[o].low)  # the option closest to (or ahead of) expected
+    iv = ivs[rival]
+    each = "; ".join(f"vs {o}: {v.estimate:+.2f} [{v.low:+.2f}, {v.high:+.2f}]" for o, v in ivs.items())
+    detail = f"{expected} minus each other option, report direction: {each}"
+    if not learned:
+        return Verdict(claim, INCONCLUSIVE, iv.estimate, iv.half_width, "a run did not clearly beat its trivial "
+                       "baseline; " + detail, numbers, id=id or "", interval=iv, test=test)
+    if all(v.low > 0 for v in ivs.values()):
+        outcome = REPRODUCED
+    elif any(v.high < 0 for v in ivs.values()):
+        outcome = CONTRADICTED
+        iv = min(ivs.values(), key=lambda v: v.high)
+    else:
+        outcome = INCONCLUSIVE
+        detail += "; " + detectable_text(iv)
+    return Verdict(claim, outcome, iv.estimate, iv.half_width, detail, numbers, id=id or "", interval=iv, test=test)
+
+
+def chain_paired(claim: str, arms: Mapping[str, Arm], noise: PairedNoise, direction: str = "higher", *,
+                 learned: bool = True, id: str | None = None) -> Verdict:
+    """The report claims each step along ``arms`` (in order: "bare", "+ dilation", "+ ASPP + skip")
+    adds in ``direction``. Each consecutive paired difference gets its interval: reproduced when
+    every one lies above 0 (report direction), contradicted when one lies wholly below 0, else
+    inconclusive. The interval shown is the weakest step's."""
+    sign = _signed(direction)
+    names = list(arms)
+    if len(names) < 2:
+        raise ValueError(f"chain_paired {claim!r}: need at least 2 arms, got {names}")
+    numbers = {str(o): float(np.mean(list(v.values()))) if v else math.nan for o, v in arms.items()}
+    test = "paired t of each step (pooled σ)"
+    steps = {f"{a} → {b}": _paired_interval(arms[b], arms[a], noise, sign) for a, b in zip(names, names[1:])}
+    if any(iv is None for iv in steps.values()):
+        return Verdict(claim, INCONCLUSIVE, detail="a step's arms share no finished seed", numbers=numbers,
+                       id=id or "", test=test)
+    weakest = min(steps.values(), key=lambda v: v.low)
+    detail = "steps, report direction: " + "; ".join(f"{k} {v.estimate:+.2f} [{v.low:+.2f}, {v.high:+.2f}]"
+                                                      for k, v in steps.items())
+    if not learned:
+        return Verdict(claim, INCONCLUSIVE, weakest.estimate, weakest.half_width, "a run did not clearly beat its "
+                       "trivial baseline; " + detail, numbers, id=id or "", interval=weakest, test=test)
+    if all(v.low > 0 for v in steps.values()):
+        outcome, iv = REPRODUCED, weakest
+    elif any(v.high < 0 for v in steps.values()):
+        outcome, iv = CONTRADICTED, min(steps.values(), key=lambda v: v.high)
+    else:
+        outcome, iv = INCONCLUSIVE, weakest
+        detail += "; " + detectable_text(iv)
+    return Verdict(claim, outcome, iv.estimate, iv.half_width, detail, numbers, id=id or "", interval=iv, test=test)
+
+
+def arm_values(runs_by_arm: Mapping[str, Sequence], metric: str) -> dict[str, dict[int, float]]:
+    """``{arm: {seed: value}}`` of ``metric`` from ``{arm: [run, ...]}`` (diverged runs, None, and
+    runs without the metric are left out)."""
+    out = {}
+    for arm, runs in runs_by_arm.items():
+        out[arm] = {int(r.config.seed): float(r.final[metric]) for r in runs
+                    if r is not None and metric in r.final and not math.isnan(float(r.final[metric]))}
+    return out
+
+
 def unpaired(claim: str, a: Sequence[float], b: Sequence[float], noise: Noise, direction: str = "higher", *,
              learned: bool = True, id: str | None = None, level: float = stats.LEVEL) -> Verdict:
     """Like :func:`paired` for arms that do not share seeds: the difference of the two means with
@@ -389,6 +622,43 @@ def equivalence(claim: str, a: Sequence[float], b: Sequence[float], margin: floa
         outcome = INCONCLUSIVE
         detail = (f"the {iv.level:.0%} interval [{iv.low:+.2f}, {iv.high:+.2f}] is not inside ±{margin:g}; "
                   + detectable_text(wide))
+    return Verdict(claim, outcome, iv.estimate, margin, detail, numbers, id=id or "", interval=iv, test=test,
+                   threshold_kind="margin")
+
+
+def no_gain_unpaired(claim: str, a: float, n_a: int, b: float, n_b: int, noise: Noise, margin: float,
+                     direction: str = "higher", *, learned: bool = True, id: str | None = None,
+                     alpha: float = 0.05) -> Verdict:
+    """The report claims variant ``a`` brings **no gain** over ``b`` (means over ``n_a`` / ``n_b``
+    runs that do not share seeds; ``direction``: which way is better for the metric).
+
+    The gain ``g = ±(a − b)`` (positive = ``a`` better) is bounded with the one-sided test of a
+    TOST, with ``margin`` stated before the run: reproduced when the ``1 − 2α`` interval of ``g``
+    lies below ``+margin`` (any gain is smaller than the margin, at level α; a clearly *worse*
+    ``a`` reproduces "no gain" too); contradicted when the ``1 − α`` interval lies wholly above
+    ``+margin`` (a gain larger than the margin); else inconclusive, with the detectable effect.
+    σ: the pooled σ of ``noise`` and its degrees of freedom."""
+    sign = _signed(direction)
+    numbers = {"a_mean": float(a), "b_mean": float(b), "margin": float(margin)}
+    test = f"one-sided equivalence (TOST bound on the gain), margin {margin:g} stated before the run"
+    if any(math.isnan(float(x)) for x in (a, b)):
+        return Verdict(claim, INCONCLUSIVE, detail="a value is missing", numbers=numbers, id=id or "", test=test,
+                       threshold_kind="margin")
+    iv = stats.two_sample(sign * float(a), n_a, sign * float(b), n_b, noise.std, noise.df, stats.tost_level(alpha))
+    wide = stats.two_sample(sign * float(a), n_a, sign * float(b), n_b, noise.std, noise.df, 1.0 - alpha)
+    if not learned:
+        return Verdict(claim, INCONCLUSIVE, iv.estimate, margin, "a run did not clearly beat its trivial baseline",
+                       numbers, id=id or "", interval=iv, test=test, threshold_kind="margin")
+    if iv.high < margin:
+        outcome = REPRODUCED
+        detail = f"gain {iv.estimate:+.2f}: its {iv.level:.0%} interval lies below the margin {margin:g}"
+    elif wide.low > margin:
+        outcome = CONTRADICTED
+        detail = f"gain {wide.estimate:+.2f}: its {wide.level:.0%} interval lies above the margin {margin:g}"
+    else:
+        outcome = INCONCLUSIVE
+        detail = (f"gain {iv.estimate:+.2f}, {iv.level:.0%} interval [{iv.low:+.2f}, {iv.high:+.2f}] reaches past the "
+                  f"margin {margin:g}; " + detectable_text(wide))
     return Verdict(claim, outcome, iv.estimate, margin, detail, numbers, id=id or "", interval=iv, test=test,
                    threshold_kind="margin")
 
