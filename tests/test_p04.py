@@ -130,7 +130,7 @@ def test_findings_use_the_seed_mean_and_noise():
     assert len(out) == 5
     thr_3_1 = stats.t_quantile(2) * 1.0 * math.sqrt(1 / 3 + 1)  # baseline mean of 3 vs one run, t with 2 df
     w = out[p04.REPORT_FINDINGS["width"]]
-    assert w.outcome == verdicts.REPRODUCED and w.delta == pytest.approx(70 - 80) and w.threshold == pytest.approx(thr_3_1)
+    assert w.outcome == verdicts.REPRODUCED and w.delta == pytest.approx(80 - 70) and w.threshold == pytest.approx(thr_3_1)
     # "no gain": a 1-point gain with this noise cannot be bounded below the 1-point margin → inconclusive
     pe = out[p04.REPORT_FINDINGS["pos_embed"]]
     assert pe.outcome == verdicts.INCONCLUSIVE and pe.threshold_kind == "margin" and "margin" in pe.test
@@ -138,7 +138,7 @@ def test_findings_use_the_seed_mean_and_noise():
     lat = out[p04.REPORT_FINDINGS["latents"]]
     assert lat.outcome == verdicts.INCONCLUSIVE and "lowest vs best other (aspp): 50.00 vs 52.00" in lat.detail
     assert out[p04.REPORT_FINDINGS["aspp"]].outcome == verdicts.REPRODUCED  # 45 vs 52, single runs: thr 6.08
-    assert "Δ = -7.00" in out[p04.REPORT_FINDINGS["aspp"]].sentence()
+    assert "Δ = +7.00 (report direction)" in out[p04.REPORT_FINDINGS["aspp"]].sentence()  # lower SI-logRMSE: + is better
     # a clearly better embedding contradicts "no gain"; a clearly worse one reproduces it
     for embed, outcome in ((40.0, verdicts.CONTRADICTED), (56.0, verdicts.REPRODUCED)):
         runs2, _ = labelled_runs(embed=embed)

@@ -476,16 +476,13 @@ def variant_table(fixed_runs: Sequence, variants: Mapping[str, Mapping[str, floa
     return df
 
 
-def verdict_figure(verdicts: Sequence[V.Verdict], directions: Sequence[str], title: str):
-    """:func:`cvaia.plots.verdict_deltas` of ``verdicts``: each difference signed so that > 0 is
-    the claim's direction (``directions``: "higher"/"lower" per verdict), with its noise band."""
+def verdict_figure(verdicts: Sequence[V.Verdict], title: str):
+    """:func:`cvaia.plots.verdict_deltas` of ``verdicts``: each difference as the verdict holds it,
+    positive = the claim's direction (the one sign convention of every verdict), with its noise band."""
     from .. import plots
 
-    if len(verdicts) != len(directions):
-        raise ValueError(f"verdict_figure: {len(verdicts)} verdicts but {len(directions)} directions")
-    signed = [v.delta * (1.0 if d == "higher" else -1.0) for v, d in zip(verdicts, directions, strict=True)]
-    return plots.verdict_deltas([v.claim for v in verdicts], signed, [v.threshold for v in verdicts],
-                                [v.outcome for v in verdicts], title=title)
+    return plots.verdict_deltas([v.claim for v in verdicts], [v.delta for v in verdicts],
+                                [v.threshold for v in verdicts], [v.outcome for v in verdicts], title=title)
 
 
 def headline(seed_runs: Sequence) -> dict:

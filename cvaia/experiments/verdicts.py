@@ -227,7 +227,7 @@ class Verdict:
                          f"[{iv.low:+.{digits}f}, {iv.high:+.{digits}f}], {iv.test}, n = "
                          + " vs ".join(str(k) for k in iv.n))
         elif not math.isnan(self.delta):
-            parts.append(f"Δ = {self.delta:+.{digits}f}")
+            parts.append(f"Δ = {self.delta:+.{digits}f}" + (" (report direction)" if self.kind == MEASURED else ""))
         if (not math.isnan(self.threshold) and self.threshold_kind != "rule"
                 and not (iv is not None and self.threshold_kind == "noise")):
             parts.append(f"margin ±{self.threshold:.{digits}g}" if self.threshold_kind == "margin" else
@@ -253,22 +253,27 @@ def compare(claim: str, a: float, b: float, noise: Noise, direction: str = "high
             n_a: int = 1, n_b: int = 1, k: float | None = None, learned: bool = True) -> Verdict:
     """The report claims ``a`` is ``direction`` ("higher"/"lower") than ``b``.
 
-    ``a``/``b`` may be means over ``n_a``/``n_b`` seeds. ``learned=False`` (a run not clearly
+    ``a``/``b`` may be means over ``n_a``/``n_b`` seeds. The verdict's ``delta`` is signed so that
+    a positive value points the report's way (``a − b`` for "higher", ``b − a`` for "lower"), the
+    one sign convention of every verdict. ``learned=False`` (a run not clearly
     above its trivial baseline) makes the verdict inconclusive whatever the numbers say.
     """
     sign = _signed(direction)
-    delta = float(a) - float(b)
+    delta = sign * (float(a) - float(b))  # > 0: the report's direction, for "higher" and "lower" claims
     thr = noise.threshold(n_a, n_b, k)
     numbers = {"a": float(a), "b": float(b)}
     if not learned:
         return Verdict(claim, INCONCLUSIVE, delta, thr, "a run did not clearly beat its trivial baseline", numbers)
     if any(math.isnan(x) for x in (delta, thr)):
         return Verdict(claim, INCONCLUSIVE, delta, thr, "a value is missing", numbers)
+    detail = ""
     if abs(delta) <= thr:
         outcome = INCONCLUSIVE
+        if noise.df > 0:
+            detail = detectable_text(stats.two_sample(sign * float(a), n_a, sign * float(b), n_b, noise.std, noise.df))
     else:
-        outcome = REPRODUCED if sign * delta > 0 else CONTRADICTED
-    return Verdict(claim, outcome, delta, thr, "", numbers, n=(int(n_a), int(n_b)),
+        outcome = REPRODUCED if delta > 0 else CONTRADICTED
+    return Verdict(claim, outcome, delta, thr, detail, numbers, n=(int(n_a), int(n_b)),
                    test=_unpaired_test(noise, k))
 
 
@@ -345,10 +350,19 @@ def _outcome_of(iv: stats.Interval) -> str:
 
 
 def detectable_text(iv: stats.Interval, digits: int = 2) -> str:
-    """``"this profile detects a true effect of ≥ 1.9 with 80 % power (se 0.61, 12 df)"``."""
+    """``"at this n and σ the test detects a true effect of ≥ 1.9 with 80 % power (se 0.61, 12 df);
+    an effect the size of this estimate (0.8) needs about 18 seeds per arm"``: what this profile
+    could have seen, and how many seeds per arm would decide an effect as large as the one measured
+    (the standard error shrinks as 1/√n; the t quantiles are kept at this df, so it is a rough guide)."""
     d = stats.detectable_effect(iv.se, iv.df, iv.level)
-    return (f"at this n and σ the test detects a true effect of ≥ {d:.{digits}f} with 80 % power "
+    text = (f"at this n and σ the test detects a true effect of ≥ {d:.{digits}f} with 80 % power "
             f"(se {iv.se:.{digits}f}, {iv.df:g} df)")
+    n_now = max(iv.n) if iv.n else 1
+    est = abs(float(iv.estimate))
+    if est > 0 and math.isfinite(est) and d > est:
+        need = math.ceil(n_now * (d / est) ** 2)
+        text += f"; an effect the size of this estimate ({est:.{digits}f}) needs about {need} seeds per arm"
+    return text
 
 
 def _measured(claim, iv, numbers, learned, id, test=None, detail="") -> Verdict:
