@@ -410,3 +410,12 @@ def test_scale_failure_text_names_a_wrong_depth_scale_that_si_log_rmse_hides():
     assert "wrong scale" in text and "δ1 0.030 against the joint model's 0.480" in text
     assert p03.scale_failure_text({"delta1": 0.45, "abs_rel": 0.31}, joint) == ""
     assert "abs-rel 0.700" in p03.scale_failure_text({"delta1": 0.45, "abs_rel": 0.70}, joint)
+
+
+def test_predicted_classes_and_the_cross_attention_sentence():
+    cm = np.zeros((4, 4))
+    cm[0, 0], cm[1, 0], cm[2, 2], cm[3, 1] = 900.0, 50.0, 49.0, 0.5  # class 3 predicted nowhere, 1 almost never
+    assert p05.predicted_classes(cm) == [0, 2] and p05.predicted_classes(np.zeros((2, 2))) == []
+    text = p05.cross_attention_text(11.2, [0, 2], {"miou_position": 11.0}, ["road", "sidewalk", "building", "wall"])
+    assert "**2 of 4 classes**" in text and "road, building" in text and "at the position prior's 11.00" in text
+    assert "below" in p05.cross_attention_text(5.0, [0], {"miou_position": 11.0}, ["a", "b"])

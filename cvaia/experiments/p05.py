@@ -119,6 +119,28 @@ def variant_verdicts(variant: str, values: Mapping[str, float], reference: Mappi
     return out
 
 
+def predicted_classes(confusion, min_share: float = 0.001) -> list[int]:
+    """Train ids a model actually predicts: the columns of its confusion matrix (rows = ground
+    truth, columns = prediction) holding at least ``min_share`` of the predicted pixels."""
+    cm = np.asarray(confusion, dtype=float)
+    total = cm.sum()
+    if cm.ndim != 2 or total <= 0:
+        return []
+    return [int(k) for k in np.flatnonzero(cm.sum(axis=0) / total >= min_share)]
+
+
+def cross_attention_text(miou: float, classes: Sequence[int], base: Mapping[str, float], names: Sequence[str]) -> str:
+    """Markdown: how many classes the cross-attention head predicts and where its mIoU sits next to
+    the image-blind position prior (both measured in this run)."""
+    prior = float(base.get("miou_position", math.nan))
+    shown = ", ".join(names[k] for k in classes) if classes else "none"
+    where = ("below" if miou < prior else "at" if abs(miou - prior) < 1.0 else "above") if not math.isnan(prior) else "?"
+    return (f"It predicts **{len(classes)} of {len(names)} classes** (each at least 0.1 % of its predicted pixels: "
+            f"{shown}), and its mIoU {miou:.2f} is {where} the position prior's {prior:.2f} — the image-blind map "
+            f"that gives each pixel the class most frequent at that position. At this length the class tokens have "
+            f"found only the large classes.")
+
+
 def variant_outcome(verdicts: Sequence[V.Verdict]) -> str:
     """A variant's overall standing from its per-metric verdicts: ``"better"`` (some metric
     clearly better, none clearly worse), ``"worse"`` (the reverse), ``"mixed"`` (one clearly
