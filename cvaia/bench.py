@@ -375,10 +375,10 @@ def machine_probe(steps: int = 5, warmup: int = 1, device: str = "cpu", max_s: f
 
     import torch
 
+    from .devices import synchronize
     from .losses import MultiTaskLoss
     from .models import build_model
     from .optim import build_optimizer
-    from .devices import synchronize
 
     device = resolve_device(device)
     cfg = probe_config(device)

@@ -31,7 +31,6 @@ import numpy as np
 from . import paths
 from . import run_folder as rf
 from .config import Config, ConfigError, make_config
-from .files import read_json
 from .run_folder import TrainingDiverged, is_finished, run_dir_for, run_name, store_dir
 
 __all__ = ["DEFAULT_RESULT_COLUMNS", "Run", "RunNotFoundError", "TrainingDiverged", "get_run", "is_finished",

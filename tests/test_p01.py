@@ -112,7 +112,7 @@ SEED_EFFECT = (0.0, 3.0, -2.0)
 
 
 def shifted(mean, resid=(0.1, -0.1, 0.0)):
-    return arm(*(mean + e + r for e, r in zip(SEED_EFFECT, resid)))
+    return arm(*(mean + e + r for e, r in zip(SEED_EFFECT, resid, strict=True)))
 
 
 def test_paired_noise_removes_the_seed_effect():

@@ -13,8 +13,7 @@ import pytest
 
 from cvaia import experiments
 from cvaia.config import make_config
-from cvaia.experiments import stats
-from cvaia.experiments import common, p04, verdicts
+from cvaia.experiments import common, p04, stats, verdicts
 
 
 class FakeRun:

@@ -12,8 +12,8 @@ import os
 import pytest
 
 from cvaia import workbook
-from cvaia.experiments import common
 from cvaia.__main__ import main
+from cvaia.experiments import common
 
 REAL = workbook.list_notebooks()
 

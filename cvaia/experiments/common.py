@@ -221,7 +221,7 @@ def announce_configs(configs: Sequence, min_s: float = 60.0, log: Callable[[str]
     probe = probe_seconds()
     steps = [planned_steps(c) for c in todo]
     pixels = probe[1] if probe is not None else 8 * 64 * 64
-    cost_steps = sum(s * c.batch_size * c.aug_input_crop_size ** 2 / pixels for s, c in zip(steps, todo))
+    cost_steps = sum(s * c.batch_size * c.aug_input_crop_size ** 2 / pixels for s, c in zip(steps, todo, strict=True))
     total = sum(steps)
     est = estimate_seconds(cost_steps, 1.0, probe)
     if est is not None and est < min_s:

@@ -30,7 +30,7 @@ import torch
 from ..config import Config
 from ..data.augment import eval_size
 from . import verdicts as V
-from .common import arm_row, arm_seeds, profile_config, run_row
+from .common import arm_row, arm_seeds, profile_config
 from .measure import forward_flops
 
 PROFILES = {

@@ -572,7 +572,7 @@ def chain_paired(claim: str, arms: Mapping[str, Arm], noise: PairedNoise, direct
         raise ValueError(f"chain_paired {claim!r}: need at least 2 arms, got {names}")
     numbers = {str(o): float(np.mean(list(v.values()))) if v else math.nan for o, v in arms.items()}
     test = "paired t of each step (pooled σ)"
-    steps = {f"{a} → {b}": _paired_interval(arms[b], arms[a], noise, sign) for a, b in zip(names, names[1:])}
+    steps = {f"{a} → {b}": _paired_interval(arms[b], arms[a], noise, sign) for a, b in zip(names, names[1:], strict=False)}
     if any(iv is None for iv in steps.values()):
         return Verdict(claim, INCONCLUSIVE, detail="a step's arms share no finished seed", numbers=numbers,
                        id=id or "", test=test)
